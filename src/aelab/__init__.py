@@ -1,0 +1,17 @@
+"""aelab: learn representations without labels with autoencoders.
+
+    import aelab
+    data = aelab.load_dataset("mnist5k")
+    model = aelab.build_model("dense", latent_dim=32)
+    run = aelab.train(model, data, epochs=10, out="runs/dense32")
+"""
+__version__ = "0.1.0"
+
+from .config import RunConfig
+from .data import Dataset, from_arrays, load_dataset
+from .errors import AelabError
+from .registry import MODELS, build_model, load_model, save_model
+from .runs import Run, open_run, train
+
+__all__ = ["AelabError", "Dataset", "MODELS", "Run", "RunConfig", "build_model", "from_arrays", "load_dataset",
+           "load_model", "open_run", "save_model", "train"]

@@ -1,0 +1,60 @@
+"""The command line: ``aelab train | datasets | ...``. Every user error is one line and exit code 2."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import AelabError
+
+# Each module adds its sub-command(s) with ``add_parsers(subparsers)`` and sets ``func`` on them.
+COMMAND_MODULES = ["train"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's usage errors: one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="aelab", description="Learn representations without labels with autoencoders.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"aelab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f".commands.{name}", __package__).add_parsers(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version", "--debug"):
+        argv = ["train", *argv]  # `aelab` alone trains the default model on the default dataset
+    if argv == ["--debug"]:
+        argv = ["--debug", "train"]
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args([*argv, "train"])
+    try:
+        return int(args.func(args) or 0)
+    except AelabError as exc:
+        if args.debug:
+            raise
+        print(f"aelab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aelab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001
+        code = getattr(exc, "exit_code", None)
+        if code is None or args.debug:
+            raise
+        print(f"aelab: {exc}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Run configuration: one flat, typed dataclass, saved as ``config.json`` with every run.
+
+A run can be rebuilt from its folder alone: ``RunConfig.load(run / "config.json")``.
+Values come, in increasing priority, from the defaults below, a TOML or JSON file (``--config``),
+then command-line flags.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import AelabError, closest
+
+FORMAT_VERSION = 1  # bump when the layout of a run folder changes incompatibly
+
+
+@dataclass
+class RunConfig:
+    # --- what to train on what
+    model: str = "dense"  # registry name: see `aelab.MODELS`
+    dataset: str = "mnist5k"  # dataset name: see `aelab datasets`
+    data_dir: str | None = None  # folder holding this dataset's files (overrides AELAB_DATA_DIR)
+    out: str | None = None  # run folder; default runs/<model>-<dataset>[-N]
+    # --- model shape
+    latent_dim: int = 32  # size of the code z
+    hidden_dims: list[int] | None = None  # hidden layer sizes (dense) or channels (conv); None = model default
+    loss: str | None = None  # reconstruction loss: "mse" or "bce"; None = the model's default
+    # --- sparse autoencoder
+    penalty: str = "kl"  # sparsity penalty: "kl", "l1" or "topk"
+    target_sparsity: float = 0.05  # rho, the target mean activation of each unit (kl penalty)
+    sparsity_weight: float = 0.1  # weight of the sparsity penalty (kl, l1) or of the dead-unit auxiliary loss (topk)
+    k: int = 25  # active units per sample (topk penalty)
+    # --- variational autoencoder
+    beta: float = 1.0  # weight of the KL term (beta-VAE; 1.0 = the plain ELBO)
+    kl_warmup: int = 0  # epochs over which the KL weight ramps linearly from 0 to beta
+    binarize: bool = False  # train and evaluate on dynamically binarized images (Bernoulli draws per batch)
+    # --- optimisation
+    epochs: int = 10  # passes over the training set
+    batch_size: int = 128  # samples per step
+    lr: float = 1e-3  # Adam learning rate
+    weight_decay: float = 0.0  # Adam weight decay
+    grad_clip: float | None = None  # clip the gradient norm to this value; None = no clipping
+    seed: int = 0  # seeds weights, shuffling and sampling
+    device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
+    compile: bool = False  # torch.compile the model (helps on GPU; measured in benchmarks/)
+    # --- outputs
+    report: bool = True  # write figures and report.html when training ends
+
+    # ----------------------------------------------------------------- validation
+    def validate(self) -> "RunConfig":
+        """Check ranges and cross-field rules; raise AelabError naming the field and the fix."""
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise AelabError(msg)
+
+        need(self.latent_dim >= 1, f"latent_dim must be at least 1, got {self.latent_dim}; pass --latent-dim 32, say")
+        need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
+        need(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
+        need(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}; try --lr 1e-3")
+        need(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+             f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.hidden_dims is not None:
+            need(len(self.hidden_dims) > 0 and all(h >= 1 for h in self.hidden_dims),
+                 f"hidden_dims must be positive sizes like 256,128, got {self.hidden_dims}")
+        need(self.loss in (None, "mse", "bce"), f"loss must be 'mse' or 'bce', got '{self.loss}'")
+        need(self.penalty in ("kl", "l1", "topk"), f"penalty must be 'kl', 'l1' or 'topk', got '{self.penalty}'")
+        need(0 < self.target_sparsity < 1,
+             f"target_sparsity must lie strictly between 0 and 1, got {self.target_sparsity}")
+        need(math.isfinite(self.sparsity_weight) and self.sparsity_weight >= 0,
+             f"sparsity_weight must be >= 0, got {self.sparsity_weight}")
+        need(self.k >= 1, f"k must be at least 1, got {self.k}")
+        if self.model == "sparse" and self.penalty == "topk":
+            need(self.k <= self.latent_dim,
+                 f"k ({self.k}) cannot exceed latent_dim ({self.latent_dim}); lower --k or raise --latent-dim")
+        need(math.isfinite(self.beta) and self.beta >= 0, f"beta must be >= 0, got {self.beta}")
+        need(self.kl_warmup >= 0, f"kl_warmup must be >= 0 epochs, got {self.kl_warmup}")
+        if self.grad_clip is not None:
+            need(math.isfinite(self.grad_clip) and self.grad_clip > 0,
+                 f"grad_clip must be a positive number, got {self.grad_clip}")
+        need(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        return self
+
+    # ----------------------------------------------------------------- (de)serialisation
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "RunConfig":
+        """Build from a mapping, checking every key and type; unknown keys get the closest valid one."""
+        return cls(**coerce_fields(cls, values, source)).validate()
+
+    def save(self, path: str | Path) -> None:
+        from .training.checkpoint import atomic_write_text
+
+        payload = {"format_version": FORMAT_VERSION, **self.to_dict()}
+        atomic_write_text(Path(path), json.dumps(payload, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        """Read a ``config.json`` of a run folder, or a user's TOML/JSON config file."""
+        values = read_config_file(path)
+        version = values.pop("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise AelabError(f"{path} was written by run-folder format {version}; this aelab reads format "
+                             f"{FORMAT_VERSION}: use a matching aelab version or retrain")
+        return cls.from_dict(values, source=str(path))
+
+
+def read_config_file(path: str | Path) -> dict:
+    """Parse a TOML or JSON file into a dict; a missing or malformed file is an AelabError."""
+    path = Path(path)
+    if not path.is_file():
+        raise AelabError(f"config file {path} does not exist; check the path")
+    text = path.read_bytes()
+    try:
+        if path.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+            values = tomllib.loads(text.decode("utf-8"))
+        else:
+            values = json.loads(text.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AelabError(f"config file {path} is not valid {kind}: {first}") from None
+    if not isinstance(values, dict):
+        raise AelabError(f"config file {path} must hold a table of settings, not {type(values).__name__}")
+    return values
+
+
+# Names people reach for from other libraries, and the setting they mean.
+ALIASES = {"learning_rate": "lr", "latent_size": "latent_dim", "latent": "latent_dim", "z_dim": "latent_dim",
+           "bs": "batch_size", "hidden": "hidden_dims", "hidden_sizes": "hidden_dims", "n_epochs": "epochs",
+           "num_epochs": "epochs", "rho": "target_sparsity", "topk": "k"}
+
+
+def coerce_fields(cls, values: dict, source: str) -> dict:
+    """Check names and types of ``values`` against the dataclass ``cls``; return clean kwargs."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    clean = {}
+    for key, value in values.items():
+        norm = str(key).replace("-", "_")
+        if norm not in hints:
+            hint = f" (did you mean '{ALIASES[norm]}'?)" if norm in ALIASES else closest(norm, names)
+            raise AelabError(f"unknown setting '{key}' in {source}{hint}; "
+                             f"valid settings: {', '.join(names)}")
+        clean[norm] = _coerce(norm, value, hints[norm], source)
+    return clean
+
+
+def _coerce(name: str, value, hint, source: str):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    optional = origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args
+    if optional:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    bad = AelabError(f"setting '{name}' in {source} must be {_describe(hint)}, got {value!r}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if origin is list:
+        if isinstance(value, str):  # "256,128" from a flag or a TOML string
+            try:
+                value = [int(v) for v in value.split(",") if v.strip()]
+            except ValueError:
+                raise bad from None
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise bad
+        return list(value)
+    return value
+
+
+def _describe(hint) -> str:
+    if typing.get_origin(hint) is list:
+        return "a list of integers like 256,128"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def default_out(cfg: RunConfig, root: str | Path = "runs") -> Path:
+    """A fresh run folder name: runs/<model>-<dataset>, then -2, -3, ... if taken."""
+    root = Path(root)
+    base = f"{cfg.model}-{cfg.dataset}"
+    candidate, n = root / base, 1
+    while candidate.exists():
+        n += 1
+        candidate = root / f"{base}-{n}"
+    return candidate

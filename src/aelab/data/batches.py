@@ -1,0 +1,34 @@
+"""Batches as slices of tensors that already live on the training device.
+
+No per-sample Python loader: an epoch is one seeded permutation, each batch one gather of it, and
+uint8 images become floats in [0, 1] per batch (on the device, so the host never touches them).
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (0..255) to float32 in [0, 1]; float tensors are returned unchanged."""
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32).div_(255.0)
+    return x
+
+
+def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The shuffle of epoch ``epoch``: a function of (seed, epoch) alone, so a resumed run and every
+    rank of a distributed run draw the same order without sharing generator state."""
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+    return torch.randperm(n, generator=g).to(device)
+
+
+def iterate_batches(x: torch.Tensor, batch_size: int, order: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """Yield float batches of ``x`` in ``order`` (all of it, the last batch may be short)."""
+    n = len(order) if order is not None else len(x)
+    for start in range(0, n, batch_size):
+        if order is None:
+            yield as_float(x[start:start + batch_size])
+        else:
+            yield as_float(x.index_select(0, order[start:start + batch_size]))

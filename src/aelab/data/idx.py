@@ -1,0 +1,90 @@
+"""Reader and writer for the IDX format of MNIST and Fashion-MNIST (LeCun et al.).
+
+An IDX file is: two zero bytes, a type code, the number of dimensions, one big-endian uint32 per
+dimension, then the values. Files may be gzip-compressed (``.gz``). Every check names the file.
+"""
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AelabError
+
+# type code -> numpy dtype (big-endian where it matters)
+_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+          0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B,
+          np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.is_file():
+        raise AelabError(f"{path} does not exist")
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise AelabError(f"{path} is a damaged gzip file ({exc}); delete it and fetch it again") from None
+    return raw
+
+
+def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Parse IDX bytes into an array, checking the magic number, the dimensions and the length."""
+    if len(data) < 4:
+        raise AelabError(f"{name} is too short to be an IDX file ({len(data)} bytes); fetch it again")
+    zero, code, ndim = data[:2], data[2], data[3]
+    if zero != b"\x00\x00" or code not in _TYPES or not 1 <= ndim <= 4:
+        raise AelabError(f"{name} is not an IDX file (bad magic number 0x{data[:4].hex()}); "
+                         f"check that it is an MNIST-style -idx file")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise AelabError(f"{name} is truncated inside its header; fetch it again")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    dtype = np.dtype(_TYPES[code])
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    got = len(data) - header
+    if got < expected:
+        raise AelabError(f"{name} is truncated: header promises {'x'.join(map(str, dims))} values "
+                         f"({expected} bytes) but only {got} bytes follow; fetch it again")
+    if got > expected:
+        raise AelabError(f"{name} has {got - expected} bytes of trailing data after "
+                         f"{'x'.join(map(str, dims))} values; the file is corrupt, fetch it again")
+    arr = np.frombuffer(data, dtype=dtype, count=int(np.prod(dims)), offset=header).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="), copy=False) if dtype.byteorder == ">" else arr
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (plain or .gz) into a numpy array."""
+    path = Path(path)
+    return parse_idx(_read_bytes(path), name=str(path))
+
+
+def write_idx(path: str | Path, array: np.ndarray, compress: bool | None = None) -> None:
+    """Write ``array`` as an IDX file; gzip it when the name ends in .gz (or ``compress`` says so)."""
+    path = Path(path)
+    array = np.asarray(array)
+    code = _CODES[array.dtype.newbyteorder("=")]
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    body = array.astype(array.dtype.newbyteorder(">"), copy=False).tobytes()
+    payload = header + body
+    if compress if compress is not None else path.suffix == ".gz":
+        payload = gzip.compress(payload)
+    path.write_bytes(payload)
+
+
+def read_image_label_pair(images: str | Path, labels: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read matching image (N, H, W) and label (N,) files, checking that they agree."""
+    x, y = read_idx(images), read_idx(labels)
+    if x.ndim != 3:
+        raise AelabError(f"{images} holds an array of shape {x.shape}; expected images (N, H, W)")
+    if y.ndim != 1:
+        raise AelabError(f"{labels} holds an array of shape {y.shape}; expected labels (N,)")
+    if len(x) != len(y):
+        raise AelabError(f"{images} has {len(x)} images but {labels} has {len(y)} labels; "
+                         f"the two files do not belong together")
+    return x, y.astype(np.int64)

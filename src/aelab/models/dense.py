@@ -1,0 +1,23 @@
+"""The classic fully-connected autoencoder: 784-256-128-32 and back (ReLU, sigmoid output)."""
+from __future__ import annotations
+
+import torch
+
+from .base import Autoencoder, mlp
+
+
+class DenseAE(Autoencoder):
+    name = "dense"
+
+    def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, hidden_dims=(256, 128),
+                 loss: str | None = None, output: str = "sigmoid"):
+        super().__init__(input_shape, latent_dim, loss, output)
+        hidden = list(hidden_dims or (256, 128))
+        self.encoder = mlp([self.input_size, *hidden, self.latent_dim])  # (B, D) -> (B, latent)
+        self.decoder = mlp([self.latent_dim, *reversed(hidden), self.input_size])  # (B, latent) -> (B, D) logits
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x.flatten(1))  # (B, C, H, W) -> (B, C*H*W) -> (B, latent)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z).view(-1, *self.input_shape)  # (B, latent) -> (B, C, H, W)

@@ -1,0 +1,170 @@
+"""Runs: train a model into a run folder, open a finished run. The Python face of ``aelab train``.
+
+A run folder holds ``config.json`` (enough to rebuild the run), ``metrics.jsonl`` (one line per
+epoch), ``checkpoints/last.pt`` (model, optimizer, RNG states, epoch), ``model.pt`` (final weights),
+and figures: ``loss.png`` and ``reconstructions.png``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import FORMAT_VERSION, RunConfig, default_out
+from .data.datasets import Dataset, load_dataset
+from .errors import AelabError
+from .models.base import Autoencoder
+from .registry import build_model, load_model, model_kwargs_from_config, save_model
+from .training.checkpoint import load_checkpoint
+from .training.trainer import CHECKPOINT, Trainer
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+MODEL = "model.pt"
+
+
+@dataclass
+class Run:
+    """A run folder and what is in it."""
+
+    path: Path
+    config: RunConfig
+    history: list[dict] = field(default_factory=list)
+    model: Autoencoder | None = None
+
+    @property
+    def last(self) -> dict:
+        """The final epoch's metrics."""
+        return self.history[-1] if self.history else {}
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, model={self.config.model!r}, epochs={len(self.history)})"
+
+
+def is_image_data(data: Dataset) -> bool:
+    return len(data.input_shape) == 3
+
+
+def examples_per_class(x: torch.Tensor, y: torch.Tensor | None, n: int = 10) -> torch.Tensor:
+    """``n`` test samples, one of each class in turn when labels exist (the first of each), for figures."""
+    if y is None:
+        return x[:n]
+    picks, classes = [], torch.unique(y).tolist()
+    for rank in range(n):
+        c = classes[rank % len(classes)]
+        idx = (y == c).nonzero().flatten()
+        if rank // len(classes) < len(idx):
+            picks.append(int(idx[rank // len(classes)]))
+    return x[torch.tensor(picks, device=x.device)]
+
+
+def train(model: Autoencoder | str | None = None, data: Dataset | str | None = None, *,
+          out: str | Path | None = None, resume: bool = False, config: RunConfig | None = None,
+          progress: bool = True, log=print, **settings) -> Run:
+    """Train ``model`` on ``data`` into the run folder ``out`` and return the finished :class:`Run`.
+
+    ``model`` is a built model or a registry name; ``data`` a :class:`Dataset` or a dataset name.
+    ``settings`` are :class:`RunConfig` fields (epochs=10, lr=1e-3, ...). With ``resume=True`` an
+    existing run in ``out`` continues from its last checkpoint.
+    """
+    cfg = RunConfig(**(config.to_dict() if config else {}))
+    if isinstance(model, str):
+        settings["model"] = model
+    if isinstance(data, str):
+        settings["dataset"] = data
+    if out is not None:
+        settings["out"] = str(out)
+    if isinstance(model, Autoencoder):
+        spec = getattr(model, "spec", None) or {}
+        settings.setdefault("model", spec.get("name", model.name))
+        for key, value in spec.get("kwargs", {}).items():
+            if hasattr(cfg, key) and key != "output":
+                settings.setdefault(key, value)
+    if isinstance(data, Dataset):
+        settings.setdefault("dataset", data.name)
+    cfg = RunConfig.from_dict({**cfg.to_dict(), **settings}, source="settings")
+
+    run_dir = Path(cfg.out) if cfg.out else default_out(cfg)
+    cfg.out = str(run_dir)
+    existing = run_dir / CONFIG
+    if existing.is_file() and not resume:
+        raise AelabError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and existing.is_file():
+        saved = RunConfig.load(existing)
+        changed = {k: v for k, v in settings.items() if k not in ("out",)}
+        cfg = RunConfig.from_dict({**saved.to_dict(), **changed, "out": str(run_dir)}, source="settings")
+
+    if not isinstance(data, Dataset):
+        data = load_dataset(cfg.dataset, cfg.data_dir)
+    if not isinstance(model, Autoencoder):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, data.input_shape, **model_kwargs_from_config(cfg, data.bounded))
+    else:
+        model.check_input(data.x_test[:1].float())
+    if cfg.loss == "bce" or getattr(model, "loss_kind", None) == "bce":
+        if not data.bounded:
+            raise AelabError(f"the bce loss needs data in [0, 1] but {data.name} is not; use --loss mse")
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / CONFIG)
+    torch.manual_seed(cfg.seed + 1)  # the stream for sampling noise and binarization, separate from init
+    trainer = Trainer(model, data, cfg, run_dir, progress=progress, log=log)
+    if resume and trainer.load_checkpoint():
+        if log:
+            log(f"resuming {run_dir} after epoch {trainer.epoch}")
+    trainer.fit()
+    save_model(model, run_dir / MODEL)
+    result = Run(run_dir, cfg, trainer.history, model)
+    if cfg.report:
+        write_figures(result, data)
+    return result
+
+
+def write_figures(run: Run, data: Dataset) -> list[Path]:
+    """The figures every run gets: the loss curves, and for images test digits above their reconstructions."""
+    from .viz import plot_loss_curves, plot_reconstructions
+
+    paths = [plot_loss_curves(run.history, run.path / "loss.png", title=f"{run.config.model} loss")]
+    if is_image_data(data):
+        x = examples_per_class(data.x_test, data.y_test, 10)
+        from .data.batches import as_float
+
+        paths.append(plot_reconstructions(run.model, as_float(x).to(next(run.model.parameters()).device),
+                                          run.path / "reconstructions.png"))
+    return paths
+
+
+def open_run(path: str | Path, map_location="cpu") -> Run:
+    """Open a finished (or interrupted) run folder: config, metrics, and the model's latest weights."""
+    path = Path(path)
+    if not path.is_dir():
+        raise AelabError(f"{path} is not a folder; give the path of a run folder made by aelab train")
+    if not (path / CONFIG).is_file():
+        raise AelabError(f"{path} is not a run folder (no {CONFIG}); give the folder aelab train wrote")
+    cfg = RunConfig.load(path / CONFIG)
+    history = []
+    if (path / METRICS).is_file():
+        for i, line in enumerate((path / METRICS).read_text().splitlines()):
+            try:
+                history.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise AelabError(f"{path / METRICS} line {i + 1} is not valid JSON; the file is damaged") from None
+    if (path / MODEL).is_file():
+        model = load_model(path / MODEL, map_location=map_location)
+    elif (path / CHECKPOINT).is_file():
+        state = load_checkpoint(path / CHECKPOINT, map_location=map_location)
+        spec = state.get("spec")
+        if not spec:
+            raise AelabError(f"{path / CHECKPOINT} has no model spec; it was not written by this aelab")
+        model = build_model(spec["name"], spec["input_shape"], **spec["kwargs"])
+        model.load_state_dict(state["model"])
+        model.eval()
+    else:
+        raise AelabError(f"{path} holds no weights yet ({MODEL} or {CHECKPOINT}); train it first")
+    return Run(path, cfg, history, model)
+
+
+__all__ = ["CONFIG", "FORMAT_VERSION", "METRICS", "MODEL", "Run", "examples_per_class", "open_run", "train",
+           "write_figures"]

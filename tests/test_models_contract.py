@@ -1,0 +1,110 @@
+"""One contract, every registered model: shapes, gradients, save/load, determinism, clear shape errors."""
+import pytest
+import torch
+
+import aelab
+from aelab.errors import AelabError
+from aelab.models.base import AEOutput
+
+from .conftest import TINY_KWARGS
+
+NAMES = sorted(aelab.MODELS)
+
+
+def test_every_model_has_tiny_settings():
+    assert set(TINY_KWARGS) == set(aelab.MODELS), "add tiny constructor settings for new models in conftest.py"
+
+
+def _build(name, seed=0):
+    torch.manual_seed(seed)
+    return aelab.build_model(name, (1, 28, 28), **TINY_KWARGS[name])
+
+
+def _x(n=6):
+    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_output_shapes(name):
+    model = _build(name)
+    x = _x()
+    out = model(x)
+    assert isinstance(out, AEOutput)
+    assert out.recon.shape == x.shape
+    assert out.z.shape == (6, model.latent_dim)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    assert out.terms and all(v.ndim == 0 for v in out.terms.values())
+    assert model.encode(x).shape[0] == 6
+    assert model.decode(model.codes(x)).shape == x.shape
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_reach_every_parameter(name):
+    model = _build(name)
+    model(_x(32)).loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{pname} got no gradient"
+        assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f"{pname} has a zero gradient"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_load_round_trip(name, tmp_path):
+    model = _build(name).eval()
+    aelab.save_model(model, tmp_path / "m.pt")
+    back = aelab.load_model(tmp_path / "m.pt")
+    x = _x()
+    with torch.no_grad():
+        assert torch.equal(model.codes(x), back.codes(x))
+        assert torch.equal(model.reconstruct(x), back.reconstruct(x))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_same_weights_after_a_step(name):
+    states = []
+    for _ in range(2):
+        model = _build(name, seed=3)
+        opt = torch.optim.Adam(model.parameters(), 1e-3)
+        torch.manual_seed(5)
+        model(_x()).loss.backward()
+        opt.step()
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    other = _build(name, seed=4).state_dict()
+    assert not all(torch.equal(states[0][k], other[k]) for k in other)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_wrong_input_shape_is_a_clear_error(name):
+    model = _build(name)
+    with pytest.raises(AelabError, match=r"built for inputs of shape \(1, 28, 28\) but got \(1, 8, 8\)"):
+        model(torch.rand(2, 1, 8, 8))
+
+
+def test_unknown_model_and_setting():
+    with pytest.raises(AelabError, match=r"unknown model 'dens' \(did you mean 'dense'\?\)"):
+        aelab.build_model("dens")
+    with pytest.raises(AelabError, match="takes no setting 'latent'"):
+        aelab.build_model("dense", latent=3)
+
+
+def test_dense_default_sizes():
+    m = aelab.build_model("dense")
+    sizes = [l.out_features for l in m.encoder if isinstance(l, torch.nn.Linear)]
+    assert sizes == [256, 128, 32]
+    assert [l.out_features for l in m.decoder if isinstance(l, torch.nn.Linear)] == [128, 256, 784]
+
+
+def test_conv_halves_twice():
+    m = aelab.build_model("conv")
+    x = torch.rand(2, 1, 28, 28)
+    assert m.encoder.body(x).shape == (2, 64 * 7 * 7)
+    with pytest.raises(AelabError, match="multiples of 4"):
+        aelab.build_model("conv", (1, 30, 30))
+    with pytest.raises(AelabError, match="multiples of 4"):
+        aelab.build_model("conv", (784,))
+
+
+def test_flat_features_model():
+    m = aelab.build_model("dense", (7,), latent_dim=2, hidden_dims=[5], output="linear")
+    out = m(torch.randn(4, 7))
+    assert out.recon.shape == (4, 7)

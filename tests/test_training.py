@@ -1,0 +1,72 @@
+import json
+
+import pytest
+import torch
+
+import aelab
+from aelab.config import RunConfig
+from aelab.training import Trainer, mean_losses
+
+
+def test_training_lowers_test_loss_well_below_untrained(small_mnist, tmp_path):
+    torch.manual_seed(0)
+    model = aelab.build_model("dense", latent_dim=16)
+    from aelab.data import as_float
+
+    before = mean_losses(model, small_mnist.x_test)["loss"]
+    run = aelab.train(model, small_mnist, epochs=4, batch_size=64, out=tmp_path / "r", progress=False, log=None,
+                      report=False)
+    after = run.last["test_loss"]
+    assert after < 0.5 * before, (before, after)
+    assert len(run.history) == 4 and run.history[-1]["epoch"] == 4
+
+
+def _weights(path):
+    return aelab.load_model(path / "model.pt").state_dict()
+
+
+def test_resume_from_epoch_2_matches_uninterrupted(small_mnist, tmp_path):
+    common = dict(epochs=4, batch_size=100, progress=False, log=None, report=False, seed=7)
+    full = aelab.train("dense", small_mnist, out=tmp_path / "full", hidden_dims=[32], latent_dim=8, **common)
+    # the same run stopped after epoch 2 ...
+    part = dict(common, epochs=2)
+    aelab.train("dense", small_mnist, out=tmp_path / "part", hidden_dims=[32], latent_dim=8, **part)
+    # ... and resumed to 4 from its checkpoint
+    aelab.train("dense", small_mnist, out=tmp_path / "part", resume=True, epochs=4, progress=False, log=None,
+                report=False)
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    lines = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3, 4]
+
+
+def test_existing_run_folder_is_not_overwritten(small_mnist, tmp_path):
+    aelab.train("dense", small_mnist, out=tmp_path / "r", epochs=1, progress=False, log=None, report=False,
+                latent_dim=2, hidden_dims=[8])
+    with pytest.raises(aelab.AelabError, match="already holds a run; pass --resume"):
+        aelab.train("dense", small_mnist, out=tmp_path / "r", epochs=1, progress=False, log=None)
+
+
+def test_nan_loss_stops_with_epoch_and_step(small_mnist, tmp_path):
+    with pytest.raises(aelab.AelabError, match=r"NaN or infinite at epoch 1, step \d+.*--grad-clip"):
+        aelab.train("dense", small_mnist, out=tmp_path / "r", epochs=2, lr=1e30, loss="mse", progress=False,
+                    log=None, report=False, latent_dim=2, hidden_dims=[8])
+
+
+def test_trainer_knows_no_model_by_name():
+    import inspect
+
+    import aelab.training.trainer as t
+
+    src = inspect.getsource(t)
+    for name in aelab.MODELS:
+        assert f'"{name}"' not in src and f"'{name}'" not in src
+
+
+def test_metrics_lines_have_contract_keys(small_mnist, tmp_path):
+    aelab.train("conv", small_mnist, out=tmp_path / "c", epochs=1, progress=False, log=None, report=False,
+                latent_dim=4, hidden_dims=[4, 8])
+    rec = json.loads((tmp_path / "c" / "metrics.jsonl").read_text().splitlines()[0])
+    for key in ("epoch", "train_loss", "test_loss", "seconds", "samples_per_second"):
+        assert key in rec
+    assert rec["samples_per_second"] > 0 and rec["train_recon"] == pytest.approx(rec["train_loss"])
