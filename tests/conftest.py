@@ -15,6 +15,9 @@ SHARED_DATA = Path(os.environ.get("AELAB_SHARED_DATA", ROOT.parent / "shared" / 
 TINY_KWARGS = {
     "dense": dict(latent_dim=4, hidden_dims=[16]),
     "conv": dict(latent_dim=4, hidden_dims=[4, 8]),
+    "sparse": dict(latent_dim=8, hidden_dims=[16], penalty="kl"),
+    "vae": dict(latent_dim=4, hidden_dims=[16]),
+    "conv-vae": dict(latent_dim=4, hidden_dims=[4, 8]),
 }
 
 

@@ -34,7 +34,7 @@ def test_output_shapes(name):
     assert out.z.shape == (6, model.latent_dim)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     assert out.terms and all(v.ndim == 0 for v in out.terms.values())
-    assert model.encode(x).shape[0] == 6
+    assert model.codes(x).shape == (6, model.latent_dim)
     assert model.decode(model.codes(x)).shape == x.shape
 
 

@@ -26,13 +26,13 @@ class RunConfig:
     data_dir: str | None = None  # folder holding this dataset's files (overrides AELAB_DATA_DIR)
     out: str | None = None  # run folder; default runs/<model>-<dataset>[-N]
     # --- model shape
-    latent_dim: int = 32  # size of the code z
+    latent_dim: int | None = None  # size of the code z; None = the model's default (32; 256 for sparse)
     hidden_dims: list[int] | None = None  # hidden layer sizes (dense) or channels (conv); None = model default
     loss: str | None = None  # reconstruction loss: "mse" or "bce"; None = the model's default
     # --- sparse autoencoder
     penalty: str = "kl"  # sparsity penalty: "kl", "l1" or "topk"
     target_sparsity: float = 0.05  # rho, the target mean activation of each unit (kl penalty)
-    sparsity_weight: float = 0.1  # weight of the sparsity penalty (kl, l1) or of the dead-unit auxiliary loss (topk)
+    sparsity_weight: float | None = None  # weight of the penalty (kl, l1) or of the dead-unit AuxK loss (topk); None = per-penalty default
     k: int = 25  # active units per sample (topk penalty)
     # --- variational autoencoder
     beta: float = 1.0  # weight of the KL term (beta-VAE; 1.0 = the plain ELBO)
@@ -57,7 +57,8 @@ class RunConfig:
             if not cond:
                 raise AelabError(msg)
 
-        need(self.latent_dim >= 1, f"latent_dim must be at least 1, got {self.latent_dim}; pass --latent-dim 32, say")
+        need(self.latent_dim is None or self.latent_dim >= 1,
+             f"latent_dim must be at least 1, got {self.latent_dim}; pass --latent-dim 32, say")
         need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
         need(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
         need(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}; try --lr 1e-3")
@@ -70,12 +71,12 @@ class RunConfig:
         need(self.penalty in ("kl", "l1", "topk"), f"penalty must be 'kl', 'l1' or 'topk', got '{self.penalty}'")
         need(0 < self.target_sparsity < 1,
              f"target_sparsity must lie strictly between 0 and 1, got {self.target_sparsity}")
-        need(math.isfinite(self.sparsity_weight) and self.sparsity_weight >= 0,
+        need(self.sparsity_weight is None or (math.isfinite(self.sparsity_weight) and self.sparsity_weight >= 0),
              f"sparsity_weight must be >= 0, got {self.sparsity_weight}")
         need(self.k >= 1, f"k must be at least 1, got {self.k}")
         if self.model == "sparse" and self.penalty == "topk":
-            need(self.k <= self.latent_dim,
-                 f"k ({self.k}) cannot exceed latent_dim ({self.latent_dim}); lower --k or raise --latent-dim")
+            need(self.k <= (self.latent_dim or 256),
+                 f"k ({self.k}) cannot exceed latent_dim ({self.latent_dim or 256}); lower --k or raise --latent-dim")
         need(math.isfinite(self.beta) and self.beta >= 0, f"beta must be >= 0, got {self.beta}")
         need(self.kl_warmup >= 0, f"kl_warmup must be >= 0 epochs, got {self.kl_warmup}")
         if self.grad_clip is not None:

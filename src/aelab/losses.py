@@ -24,3 +24,26 @@ def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str, output
     if per_sample_sum:
         return err.flatten(1).sum(1).mean()
     return err.mean()
+
+
+def gaussian_kl_standard(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL( N(mean, diag(exp(logvar))) || N(0, I) ) per sample, in closed form.
+
+    mean, logvar: (B, D) -> (B,). Kingma & Welling 2014, appendix B: -1/2 sum(1 + logvar - mean^2 - exp(logvar)).
+    """
+    return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum(-1)
+
+
+def kl_sparsity_penalty(rho_hat: torch.Tensor, rho: float, eps: float = 1e-6) -> torch.Tensor:
+    """Sum over units of KL(Bernoulli(rho) || Bernoulli(rho_hat)), the classic sparse-autoencoder penalty.
+
+    rho_hat: (D,) mean activation of each unit over the batch, in (0, 1). Zero exactly when
+    rho_hat == rho for every unit, positive otherwise (Ng, "Sparse autoencoder", CS294A notes, 2011).
+    """
+    rho_hat = rho_hat.clamp(eps, 1 - eps)
+    return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
+
+
+def l1_penalty(codes: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the L1 norm of each code. codes: (B, D) -> scalar."""
+    return codes.abs().sum(-1).mean()

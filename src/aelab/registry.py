@@ -10,12 +10,15 @@ from pathlib import Path
 import torch
 
 from .errors import AelabError, closest
-from .models import ConvAE, DenseAE
+from .models import VAE, ConvAE, ConvVAE, DenseAE, SparseAE
 from .models.base import Autoencoder
 
 MODELS: dict[str, type[Autoencoder]] = {
     "dense": DenseAE,
     "conv": ConvAE,
+    "sparse": SparseAE,
+    "vae": VAE,
+    "conv-vae": ConvVAE,
 }
 
 

@@ -2,5 +2,7 @@
 from .base import AEOutput, Autoencoder
 from .conv import ConvAE
 from .dense import DenseAE
+from .sparse import SparseAE
+from .vae import VAE, ConvVAE, DiagonalGaussian
 
-__all__ = ["AEOutput", "Autoencoder", "ConvAE", "DenseAE"]
+__all__ = ["AEOutput", "Autoencoder", "ConvAE", "ConvVAE", "DenseAE", "DiagonalGaussian", "SparseAE", "VAE"]

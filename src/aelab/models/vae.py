@@ -1,0 +1,155 @@
+"""Variational autoencoders (Kingma & Welling 2014): dense (`vae`) and convolutional (`conv-vae`).
+
+The encoder returns a :class:`DiagonalGaussian` posterior q(z|x) (``sample``, ``mode``, ``kl``,
+``log_prob``); the decoder is Bernoulli by default (BCE with logits, summed per image) or Gaussian
+with one learned variance (``loss="mse"``). The loss is the negative ELBO per image,
+``-log p(x|z) + beta * KL(q(z|x) || N(0, I))``, with beta ramped from 0 over ``kl_warmup`` epochs.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..losses import gaussian_kl_standard
+from .base import AEOutput, Autoencoder, mlp
+from .conv import ConvDecoder, ConvEncoder, check_conv_shape
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class DiagonalGaussian:
+    """N(mean, diag(exp(logvar))) over codes of shape (B, D)."""
+
+    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor):
+        self.mean = mean
+        self.logvar = logvar.clamp(-30.0, 20.0)  # keeps exp() finite early in training
+
+    @property
+    def std(self) -> torch.Tensor:
+        return torch.exp(0.5 * self.logvar)
+
+    def sample(self, n: int | None = None) -> torch.Tensor:
+        """Reparameterised draw(s): (B, D), or (n, B, D) when ``n`` is given; gradients reach mean and logvar."""
+        shape = self.mean.shape if n is None else (n, *self.mean.shape)
+        return self.mean + self.std * torch.randn(shape, device=self.mean.device, dtype=self.mean.dtype)
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def kl(self) -> torch.Tensor:
+        """KL(q || N(0, I)) per sample, (B,), in closed form."""
+        return gaussian_kl_standard(self.mean, self.logvar)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log q(z) summed over the code dimensions; z is (..., B, D) -> (..., B)."""
+        return (-0.5 * ((z - self.mean).square() / self.logvar.exp() + self.logvar + LOG_2PI)).sum(-1)
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) summed over the last dimension."""
+    return (-0.5 * (z.square() + LOG_2PI)).sum(-1)
+
+
+class VAE(Autoencoder):
+    """Dense VAE: x -> hidden_dims -> (mean, logvar) of the code; code -> reversed hidden_dims -> x."""
+
+    name = "vae"
+    default_loss = "bce"
+
+    def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, hidden_dims=(400,), loss: str | None = None,
+                 output: str = "sigmoid", beta: float = 1.0, kl_warmup: int = 0):
+        super().__init__(input_shape, latent_dim, loss, output)
+        self.beta = float(beta)
+        self.kl_warmup = int(kl_warmup)
+        self.kl_weight = self.beta if self.kl_warmup == 0 else 0.0
+        self.build(list(hidden_dims or (400,)))
+        # Gaussian decoder: one learned log-variance shared by every pixel (unused for Bernoulli)
+        self.log_sigma2 = nn.Parameter(torch.zeros(())) if self.loss_kind == "mse" else None
+
+    def build(self, hidden: list[int]) -> None:
+        self.encoder = mlp([self.input_size, *hidden], final_activation=True)  # (B, D) -> (B, H)
+        self.to_moments = nn.Linear(hidden[-1], 2 * self.latent_dim)  # (B, H) -> (B, 2 * latent)
+        self.decoder = mlp([self.latent_dim, *reversed(hidden), self.input_size])  # (B, latent) -> (B, D)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x.flatten(1))
+
+    # ---------------------------------------------------------------- verbs
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        """The posterior q(z|x)."""
+        mean, logvar = self.to_moments(self.features(x)).chunk(2, dim=-1)
+        return DiagonalGaussian(mean, logvar)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z).view(*z.shape[:-1], *self.input_shape)
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode(x).mode()
+
+    def log_likelihood(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) per sample, summed over pixels; logits (..., B, *shape), x (B, *shape) -> (..., B)."""
+        dims = tuple(range(-len(self.input_shape), 0))
+        if self.loss_kind == "bce":
+            return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(dims)
+        mean = torch.sigmoid(logits) if self.output == "sigmoid" else logits
+        return (-0.5 * ((x - mean).square() / self.log_sigma2.exp() + self.log_sigma2 + LOG_2PI)).sum(dims)
+
+    def set_progress(self, epochs_done: float) -> None:
+        """KL warm-up: the KL weight grows linearly from 0 to beta over ``kl_warmup`` epochs."""
+        ramp = 1.0 if self.kl_warmup == 0 else min(1.0, epochs_done / self.kl_warmup)
+        self.kl_weight = self.beta * ramp
+
+    def forward(self, x: torch.Tensor) -> AEOutput:
+        self.check_input(x)
+        q = self.encode(x)
+        z = q.sample()  # (B, latent), reparameterised
+        logits = self.decode_logits(z)
+        nll = -self.log_likelihood(logits, x)  # (B,)
+        kl = q.kl()  # (B,)
+        weight = self.kl_weight if self.training else self.beta
+        loss = (nll + weight * kl).mean()
+        recon = torch.sigmoid(logits) if self.output == "sigmoid" else logits
+        terms = {"recon": nll.mean(), "kl": kl.mean(), "neg_elbo": (nll + kl).mean()}
+        return AEOutput(loss=loss, recon=recon, z=z, terms=terms, logits=logits)
+
+    # ---------------------------------------------------------------- generation
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images decoded from codes drawn from the prior N(0, I)."""
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.latent_dim, generator=generator).to(device)
+        return self.decode(z)
+
+    @torch.no_grad()
+    def interpolate(self, x1: torch.Tensor, x2: torch.Tensor, steps: int = 10) -> torch.Tensor:
+        """Decode ``steps`` codes on the line between the posterior means of x1 and x2: (steps, *shape)."""
+        z1, z2 = self.codes(x1[None] if x1.dim() == len(self.input_shape) else x1[:1]), \
+            self.codes(x2[None] if x2.dim() == len(self.input_shape) else x2[:1])
+        t = torch.linspace(0, 1, steps, device=z1.device)[:, None]
+        return self.decode((1 - t) * z1 + t * z2)
+
+
+class ConvVAE(VAE):
+    """Convolutional VAE: the conv autoencoder's layers, with the encoder giving (mean, logvar)."""
+
+    name = "conv-vae"
+
+    def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, hidden_dims=(32, 64), loss: str | None = None,
+                 output: str = "sigmoid", beta: float = 1.0, kl_warmup: int = 0):
+        super().__init__(input_shape, latent_dim, hidden_dims or (32, 64), loss, output, beta, kl_warmup)
+
+    def build(self, channels: list[int]) -> None:
+        check_conv_shape(self.input_shape, channels)
+        self.encoder = ConvEncoder(self.input_shape, channels, 2 * self.latent_dim)  # (B, C, H, W) -> (B, 2*latent)
+        self.to_moments = nn.Identity()
+        self.decoder = ConvDecoder(self.input_shape, channels, self.latent_dim)  # (B, latent) -> (B, C, H, W)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        return self.decoder(z.reshape(-1, self.latent_dim)).view(*lead, *self.input_shape)
