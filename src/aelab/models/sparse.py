@@ -11,7 +11,8 @@ Penalties (``penalty``):
   the rest (Makhzani & Frey 2014; Gao et al. 2024, "Scaling and evaluating sparse autoencoders").
   Units that have not fired for ``dead_after`` training steps are *dead*; the auxiliary loss of
   Gao et al. (AuxK, section A.2) lets the top dead units join the code and asks that code to
-  reconstruct the input, which gives dead units a gradient and revives them.
+  reconstruct the input, which gives dead units a gradient and revives them (``sparsity_weight`` weighs
+  it; 1/32 by default, as in the paper).
 """
 from __future__ import annotations
 
@@ -105,12 +106,13 @@ class SparseAE(Autoencoder):
     def auxk_loss(self, pre: torch.Tensor, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """AuxK (Gao et al. 2024): reconstruct x from the code plus the top ``k_aux`` dead units.
 
-        With no dead unit the term is zero (and so is its gradient).
+        With no dead unit the term is zero (and so is its gradient). Unlike the main code, the auxiliary
+        code skips the ReLU: a unit whose pre-activations all went negative would otherwise get no gradient.
         """
         dead = self.dead_units
         masked = pre.masked_fill(~dead, float("-inf"))
         values, idx = masked.topk(self.k_aux, dim=-1)
-        values = torch.where(torch.isfinite(values), torch.relu(values), torch.zeros_like(values))
+        values = torch.where(torch.isfinite(values), values, torch.zeros_like(values))
         z_aux = torch.zeros_like(pre).scatter(-1, idx, values)
         aux = self.recon_term(self.decode_logits(z.detach() + z_aux), x)
         return aux * dead.any().to(aux.dtype)

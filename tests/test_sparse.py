@@ -1,0 +1,106 @@
+import pytest
+import torch
+
+import aelab
+from aelab.errors import AelabError
+from aelab.losses import kl_sparsity_penalty
+
+
+def _sparse(**kw):
+    torch.manual_seed(0)
+    return aelab.build_model("sparse", (1, 28, 28), **{"latent_dim": 16, "hidden_dims": [32], **kw})
+
+
+def test_kl_penalty_zero_at_target_and_positive_elsewhere():
+    rho = 0.05
+    assert kl_sparsity_penalty(torch.full((10,), rho), rho).item() == pytest.approx(0.0, abs=1e-7)
+    for other in (0.01, 0.2, 0.5, 0.9):
+        assert kl_sparsity_penalty(torch.full((10,), other), rho).item() > 0
+    # the closed form for one unit: rho log(rho/q) + (1-rho) log((1-rho)/(1-q))
+    q = torch.tensor([0.3])
+    expected = 0.05 * torch.log(torch.tensor(0.05 / 0.3)) + 0.95 * torch.log(torch.tensor(0.95 / 0.7))
+    assert kl_sparsity_penalty(q, 0.05).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_kl_code_is_the_decoders_input():
+    model = _sparse(penalty="kl")
+    x = torch.rand(8, 1, 28, 28)
+    out = model(x)
+    assert torch.all((out.z > 0) & (out.z < 1)), "the kl code is a sigmoid code"
+    assert torch.allclose(model.decode_logits(out.z), out.logits)
+
+
+def test_kl_penalty_moves_the_decoders_input(small_mnist):
+    """Training on the penalty alone drives the mean of the code the decoder receives towards rho, and so
+    changes what the (untouched) decoder outputs: the penalty constrains the decoder's input."""
+    model = _sparse(penalty="kl", target_sparsity=0.05, sparsity_weight=1.0)
+    x = small_mnist.x_train[:256].float() / 255
+    decoder_before = {k: v.clone() for k, v in model.decoder.state_dict().items()}
+    with torch.no_grad():
+        code_before, recon_before = model(x).z.mean().item(), model.reconstruct(x)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(60):
+        out = model(x)
+        opt.zero_grad()
+        out.terms["sparsity"].backward()
+        opt.step()
+    with torch.no_grad():
+        code_after, recon_after = model(x).z.mean().item(), model.reconstruct(x)
+    assert abs(code_before - 0.05) > 0.2  # starts near sigmoid(0) = 0.5
+    assert abs(code_after - 0.05) < 0.02, (code_before, code_after)
+    assert all(torch.equal(decoder_before[k], v) for k, v in model.decoder.state_dict().items())
+    assert (recon_after - recon_before).abs().mean() > 1e-3
+
+
+def test_topk_leaves_exactly_k_nonzeros():
+    model = _sparse(penalty="topk", k=3)
+    z = model.encode(torch.rand(20, 1, 28, 28))
+    # relu may zero a kept value, so at most k non-zeros, and exactly k kept positions
+    assert ((z != 0).sum(1) <= 3).all()
+    pre = model.pre_activation(torch.rand(20, 1, 28, 28))
+    code = model.activate(pre.abs() + 0.1)  # all positive pre-activations: exactly k survive
+    assert ((code != 0).sum(1) == 3).all()
+    kept = (pre.abs() + 0.1).topk(3, dim=1).indices
+    assert torch.equal(torch.sort(kept, 1).values, torch.sort((code != 0).nonzero()[:, 1].view(20, 3), 1).values)
+
+
+def test_l1_code_is_relu_and_penalty_is_mean_l1():
+    model = _sparse(penalty="l1")
+    x = torch.rand(8, 1, 28, 28)
+    out = model(x)
+    assert (out.z >= 0).all()
+    assert out.terms["sparsity"].item() == pytest.approx(out.z.abs().sum(1).mean().item(), rel=1e-6)
+
+
+def test_topk_counts_dead_units_and_auxk_revives_them(small_mnist):
+    model = _sparse(penalty="topk", k=2, latent_dim=16, dead_after=5)
+    x = small_mnist.x_train[:128].float() / 255
+    # make units 0..7 dead by construction: a large negative bias keeps them out of the top k
+    with torch.no_grad():
+        model.encoder[-1].bias[:8] -= 5.0
+    model.train()
+    for _ in range(10):
+        model(x)
+    dead = model.dead_units
+    assert dead[:8].all() and not dead[8:].all()
+    out = model(x)
+    assert out.terms["auxk"].item() > 0
+    out.terms["auxk"].backward()
+    grad = model.encoder[-1].weight.grad
+    assert grad[:8].abs().sum() > 0, "AuxK must give dead units a gradient"
+
+
+def test_auxk_is_zero_without_dead_units():
+    model = _sparse(penalty="topk", k=4)
+    model.train()
+    out = model(torch.rand(16, 1, 28, 28))
+    assert out.terms["auxk"].item() == 0.0
+
+
+def test_bad_sparse_settings():
+    with pytest.raises(AelabError, match="k \\(40\\) must lie between 1 and latent_dim \\(16\\)"):
+        _sparse(penalty="topk", k=40)
+    with pytest.raises(AelabError, match="target_sparsity"):
+        _sparse(target_sparsity=1.5)
+    with pytest.raises(AelabError, match="penalty must be"):
+        _sparse(penalty="l2")
