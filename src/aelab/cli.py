@@ -8,7 +8,7 @@ import sys
 from .errors import AelabError
 
 # Each module adds its sub-command(s) with ``add_parsers(subparsers)`` and sets ``func`` on them.
-COMMAND_MODULES = ["train"]
+COMMAND_MODULES = ["train", "evaluate"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,7 +43,8 @@ def main(argv=None) -> int:
     except AelabError as exc:
         if args.debug:
             raise
-        print(f"aelab: error: {exc}", file=sys.stderr)
+        one_line = str(exc).replace("\r", "\\r").replace("\n", "\\n")  # names echoed from input may hold newlines
+        print(f"aelab: error: {one_line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("aelab: interrupted", file=sys.stderr)

@@ -1,0 +1,91 @@
+"""Compare runs: every metric of every run in one table, blank where a metric does not apply.
+
+The printed table and ``comparison.md`` put the runs side by side (a column per run, a row per
+metric) so that ten metrics of a few runs fit a terminal; ``comparison.csv`` has one row per run
+and one column per metric, the shape pandas and spreadsheets expect. The CSV keeps full precision,
+the Markdown four significant digits.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from .evaluate import METRIC_KEYS, evaluate_run, read_evaluation
+
+ID_KEYS = ("model", "dataset")  # rows above the metrics, to tell the runs apart
+DESCRIPTIONS = {
+    "model": "", "dataset": "",
+    "test_mse": "per pixel", "test_bce": "nats per image", "neg_elbo": "nats per image",
+    "iwae_nll": "nats per image", "iwae_samples": "K", "linear_probe_accuracy": "logistic regression",
+    "knn_accuracy": "5-NN", "active_units_mean": "abs(z) > 0.01", "dead_fraction": "never abs(z) > 0.01",
+    "hoyer": "0 dense .. 1 one unit",
+}
+
+
+def collect(run_dirs, *, iwae_samples: int | None = None, progress: bool = True, log=print) -> list[dict]:
+    """The metrics of each run: its ``evaluation.json``, or a fresh evaluation when it has none
+    (or its weights changed since). Each dict gets ``run``: the folder as given."""
+    from ..runs import CONFIG, open_run
+
+    for run_dir in run_dirs:  # every folder checked before the first (slow) evaluation starts
+        if not (Path(run_dir) / CONFIG).is_file():
+            open_run(run_dir)  # raises the AelabError that says what is wrong with it
+    rows = []
+    for run_dir in run_dirs:
+        values = read_evaluation(run_dir)
+        if values is None:
+            if log:
+                log(f"evaluating {run_dir} (no up-to-date evaluation.json yet)")
+            values = evaluate_run(run_dir, iwae_samples=iwae_samples, progress=progress)
+        rows.append({**values, "run": str(run_dir)})
+    return rows
+
+
+def fmt(value) -> str:
+    """A cell: blank for a missing metric, integers as they are, other numbers to four significant digits."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or isinstance(value, str):
+        return str(value).replace("|", "\\|")  # a bare | would end the Markdown cell
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The runs side by side: a header of run folders, a row per metric, blank cells where absent."""
+    header = ["metric", *[fmt(r["run"]) for r in rows], "unit"]
+    body = [[key, *[fmt(r.get(key)) for r in rows], DESCRIPTIONS.get(key, "")] for key in (*ID_KEYS, *METRIC_KEYS)]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def line(cells, numeric=False):
+        padded = [c.ljust(w) if i == 0 or i == len(cells) - 1 or not numeric else c.rjust(w)
+                  for i, (c, w) in enumerate(zip(cells, widths))]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) if i in (0, len(widths) - 1) else "-" * (w + 1) + ":"
+                          for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(header), rule, *[line(cells, numeric=True) for cells in body]]) + "\n"
+
+
+def csv_table(rows: list[dict]) -> str:
+    """One row per run, a column per metric (full precision), empty cells where a metric does not apply."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    columns = ["run", *ID_KEYS, *METRIC_KEYS]
+    writer.writerow(columns)
+    for r in rows:
+        writer.writerow(["" if r.get(c) is None else r[c] for c in columns])
+    return buf.getvalue()
+
+
+def write_comparison(rows: list[dict], out_dir) -> tuple[Path, Path]:
+    """Write ``comparison.md`` and ``comparison.csv`` into ``out_dir`` (atomically); return their paths."""
+    from ..training.checkpoint import atomic_write_text
+
+    out_dir = Path(out_dir)
+    md, cs = out_dir / "comparison.md", out_dir / "comparison.csv"
+    atomic_write_text(md, markdown_table(rows))
+    atomic_write_text(cs, csv_table(rows))
+    return md, cs

@@ -1,0 +1,178 @@
+"""Evaluate a model or a run folder: every metric, with one definition for every model.
+
+What is measured (the keys of ``evaluation.json``; a contract: absent where a metric does not apply):
+
+==========================  =====================================================================
+``test_mse``                mean squared error per pixel of ``model.reconstruct(x)`` on the grey-level test set
+``test_bce``                binary cross-entropy of ``model.reconstruct(x)`` summed per image (probabilities
+                            clamped to [1e-7, 1 - 1e-7]), mean over test images; data in [0, 1] only
+``neg_elbo``                variational models: -ELBO in nats per image (one posterior sample, KL in closed form)
+``iwae_nll``                variational models: IWAE estimate of -log p(x) in nats per image with
+``iwae_samples``            K samples per image (the IWAE bound, Burda et al. 2016)
+``linear_probe_accuracy``   logistic regression (after StandardScaler) fitted on train codes, scored on test codes
+``knn_accuracy``            5-nearest-neighbour classifier on the same codes
+``active_units_mean``       mean number of units with |z| > 0.01 per test sample (L0 with that threshold)
+``dead_fraction``           fraction of units never active (|z| > 0.01) on any test sample
+``hoyer``                   Hoyer sparsity (sqrt(n) - L1/L2) / (sqrt(n) - 1), mean over test samples
+==========================  =====================================================================
+
+Codes are ``model.codes(x)``, the code the decoder receives (posterior mean for a VAE) of the
+grey-level images. ``neg_elbo`` and ``iwae_nll`` use dynamically binarized test images (one seeded
+Bernoulli draw per pixel, the same draw for both) when the run was trained on binarized images,
+the grey-level images otherwise. Extra keys: ``active_threshold``, ``firing_rates`` (one per unit),
+``probe_train_samples``/``probe_train_total``, ``binarized``, ``test_samples``, ``seconds``, ``notes``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..data.batches import as_float, iterate_batches
+from ..data.datasets import Dataset
+from ..errors import AelabError
+from . import likelihood
+from .metrics import ACTIVE_THRESHOLD, bce_per_image, mse_per_pixel, sparsity_summary
+from .probes import MAX_TRAIN, probe_accuracies, stratified_subset
+
+EVALUATION = "evaluation.json"
+METRIC_KEYS = ("test_mse", "test_bce", "neg_elbo", "iwae_nll", "iwae_samples", "linear_probe_accuracy",
+               "knn_accuracy", "active_units_mean", "dead_fraction", "hoyer")
+DEFAULT_IWAE_SAMPLES = 100  # a few seconds on mnist5k on a CPU; the benchmarks use K >= 1000
+BATCH = 2048  # evaluation batch (no gradients, so large batches are cheap)
+
+
+def evaluate_model(model, data: Dataset, *, binarize: bool = False, iwae_samples: int | None = None,
+                   seed: int = 0, progress: bool = True) -> dict:
+    """Every metric of ``model`` on ``data``'s test set (codes of the train set feed the probes).
+
+    ``binarize``: score the likelihood bounds on dynamically binarized test images (as the model was
+    trained). ``iwae_samples``: K for the IWAE bound (None: 100; 0: skip it). ``seed`` fixes the
+    binarization, the posterior samples and the probes' train subset. Runs on the model's device.
+    Returns a dict whose keys are described in this module's docstring.
+    """
+    t0 = time.perf_counter()
+    k = DEFAULT_IWAE_SAMPLES if iwae_samples is None else int(iwae_samples)
+    if k < 0:
+        raise AelabError(f"iwae_samples must be 0 (skip) or a positive number of samples, got {iwae_samples}")
+    device = likelihood.model_device(model)
+    model.check_input(as_float(data.x_test[:1]).to(device))
+    if binarize and not data.bounded:
+        raise AelabError(f"binarize needs data in [0, 1] but {data.name} is not; evaluate without binarizing")
+    was_training = model.training
+    model.eval()
+    try:
+        return _evaluate(model, data, device, binarize, k, seed, progress, t0)
+    finally:
+        model.train(was_training)
+
+
+def _evaluate(model, data: Dataset, device, binarize: bool, k: int, seed: int, progress: bool, t0: float) -> dict:
+    x_test = data.x_test.to(device)
+    result: dict = {"test_samples": len(x_test)}
+    notes: list[str] = []
+
+    # --- reconstruction and codes, in large batches
+    sums = {"mse": 0.0, "bce": 0.0}
+    bounded = data.bounded  # BCE needs targets in [0, 1]
+    codes = []
+    with torch.inference_mode():
+        for xb in iterate_batches(x_test, BATCH):
+            z = model.codes(xb)
+            recon = model.reconstruct(xb)  # decode(codes(x)) for our models; a model may define its own
+            sums["mse"] = sums["mse"] + mse_per_pixel(recon, xb).double().sum()
+            if bounded:
+                sums["bce"] = sums["bce"] + bce_per_image(recon, xb).double().sum()
+            codes.append(z.flatten(1).float())
+    codes = torch.cat(codes)
+    result["test_mse"] = float(sums["mse"]) / len(x_test)
+    if bounded:
+        result["test_bce"] = float(sums["bce"]) / len(x_test)
+
+    # --- likelihood bounds of variational models
+    if likelihood.is_variational(model, x_test):
+        x_lik = x_test
+        if binarize:
+            with likelihood.seeded(seed, device):
+                x_lik = torch.bernoulli(as_float(x_test))
+        result["neg_elbo"] = float(likelihood.neg_elbo(model, x_lik, seed=seed).mean())
+        if k > 0:
+            result["iwae_nll"] = float(likelihood.iwae_nll(model, x_lik, k, seed=seed + 1, progress=progress).mean())
+            result["iwae_samples"] = k
+        result["binarized"] = bool(binarize)
+
+    # --- probes on the codes
+    if data.y_train is None or data.y_test is None:
+        notes.append("probes skipped: the dataset has no labels")
+    else:
+        keep = torch.as_tensor(stratified_subset(data.y_train.cpu().numpy(), MAX_TRAIN, seed),
+                               device=data.x_train.device)
+        train_codes = encode_all(model, data.x_train[keep].to(device))
+        result.update(probe_accuracies(train_codes, data.y_train[keep], codes, data.y_test, seed=seed,
+                                       num_classes=len(data.classes) if data.classes else None))
+        result["probe_train_total"] = len(data.x_train)
+        if result["probe_train_samples"] < len(data.x_train):
+            notes.append(f"probes fitted on a stratified sample of {result['probe_train_samples']:,} of "
+                         f"{len(data.x_train):,} train codes")
+
+    # --- sparsity, the same definition for every model
+    result.update(sparsity_summary(codes, ACTIVE_THRESHOLD))
+    result["latent_dim"] = codes.shape[1]
+    result["seconds"] = time.perf_counter() - t0
+    if notes:
+        result["notes"] = notes
+    return result
+
+
+def encode_all(model, x: torch.Tensor, batch_size: int = BATCH) -> torch.Tensor:
+    """``model.codes`` of every sample of ``x`` (B, ...) in large batches, no gradients: (B, D) float32."""
+    with torch.inference_mode():
+        return torch.cat([model.codes(xb).flatten(1).float() for xb in iterate_batches(x, batch_size)])
+
+
+def evaluate_run(run_dir, *, iwae_samples: int | None = None, data: Dataset | None = None, progress: bool = True,
+                 device: str = "auto") -> dict:
+    """Evaluate a run folder with :func:`evaluate_model` and write ``RUN/evaluation.json`` (atomically).
+
+    The dataset is the run's own (from its config) unless ``data`` is given; binarization follows the
+    run's config. ``device``: where to evaluate ("auto": CUDA when present). Returns the metrics,
+    with ``run``, ``model`` and ``dataset`` added.
+    """
+    from ..data.datasets import load_dataset
+    from ..runs import open_run
+    from ..training.checkpoint import atomic_write_text
+    from ..training.trainer import resolve_device
+
+    run = open_run(run_dir)
+    cfg = run.config
+    if data is None:
+        from ..data.datasets import DATASETS
+
+        if cfg.dataset not in DATASETS and not cfg.dataset.lower().endswith(".npy"):
+            raise AelabError(f"{run_dir} was trained on '{cfg.dataset}', which aelab cannot load by name; "
+                             f"evaluate it from Python: aelab.evaluation.evaluate_run(run, data=your_dataset)")
+        data = load_dataset(cfg.dataset, cfg.data_dir)
+    model = run.model.to(resolve_device(device))
+    result = {"run": str(run_dir), "model": cfg.model, "dataset": data.name, "epochs": len(run.history)}
+    result.update(evaluate_model(model, data, binarize=cfg.binarize, iwae_samples=iwae_samples, seed=cfg.seed,
+                                 progress=progress))
+    atomic_write_text(Path(run_dir) / EVALUATION, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def read_evaluation(run_dir) -> dict | None:
+    """The metrics stored in ``RUN/evaluation.json``, or None when the run has not been evaluated since
+    its weights last changed (no file, an unreadable one, or weights newer than it)."""
+    path = Path(run_dir) / EVALUATION
+    if not path.is_file():
+        return None
+    weights = [p for p in (Path(run_dir) / "model.pt", Path(run_dir) / "checkpoints" / "last.pt") if p.is_file()]
+    if any(p.stat().st_mtime > path.stat().st_mtime for p in weights):
+        return None
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return values if isinstance(values, dict) else None
