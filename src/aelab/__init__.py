@@ -10,8 +10,9 @@ __version__ = "0.1.0"
 from .config import RunConfig
 from .data import Dataset, from_arrays, load_dataset
 from .errors import AelabError
+from .evaluation import evaluate_model, evaluate_run
 from .registry import MODELS, build_model, load_model, save_model
 from .runs import Run, open_run, train
 
-__all__ = ["AelabError", "Dataset", "MODELS", "Run", "RunConfig", "build_model", "from_arrays", "load_dataset",
-           "load_model", "open_run", "save_model", "train"]
+__all__ = ["AelabError", "Dataset", "MODELS", "Run", "RunConfig", "build_model", "evaluate_model", "evaluate_run",
+           "from_arrays", "load_dataset", "load_model", "open_run", "save_model", "train"]
