@@ -8,7 +8,7 @@ import sys
 from .errors import AelabError
 
 # Each module adds its sub-command(s) with ``add_parsers(subparsers)`` and sets ``func`` on them.
-COMMAND_MODULES = ["train", "evaluate"]
+COMMAND_MODULES = ["train", "evaluate", "report"]
 
 
 class _Parser(argparse.ArgumentParser):

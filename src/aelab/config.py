@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from .errors import AelabError, closest
 
 FORMAT_VERSION = 1  # bump when the layout of a run folder changes incompatibly
+MAX_SEED = 2**32 - 1  # per-epoch shuffles seed torch with seed * 1_000_003 + epoch, which must fit 64 bits
 
 
 @dataclass
@@ -47,6 +49,7 @@ class RunConfig:
     seed: int = 0  # seeds weights, shuffling and sampling
     device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
     compile: bool = False  # torch.compile the model (helps on GPU; measured in benchmarks/)
+    precision: str = "auto"  # forward-pass precision: "auto" (bf16 autocast on CUDA, float32 on CPU), "fp32", "bf16"
     # --- outputs
     report: bool = True  # write figures and report.html when training ends
 
@@ -78,11 +81,13 @@ class RunConfig:
             need(self.k <= (self.latent_dim or 256),
                  f"k ({self.k}) cannot exceed latent_dim ({self.latent_dim or 256}); lower --k or raise --latent-dim")
         need(math.isfinite(self.beta) and self.beta >= 0, f"beta must be >= 0, got {self.beta}")
+        need(self.precision in ("auto", "fp32", "bf16"),
+             f"precision must be 'auto', 'fp32' or 'bf16', got '{self.precision}'")
         need(self.kl_warmup >= 0, f"kl_warmup must be >= 0 epochs, got {self.kl_warmup}")
         if self.grad_clip is not None:
             need(math.isfinite(self.grad_clip) and self.grad_clip > 0,
                  f"grad_clip must be a positive number, got {self.grad_clip}")
-        need(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        need(0 <= self.seed <= MAX_SEED, f"seed must lie in 0..{MAX_SEED}, got {self.seed}")
         return self
 
     # ----------------------------------------------------------------- (de)serialisation
@@ -126,9 +131,11 @@ def read_config_file(path: str | Path) -> dict:
             values = tomllib.loads(text.decode("utf-8"))
         else:
             values = json.loads(text.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # JSON/TOML decode errors are ValueErrors
         kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, RecursionError):
+            first = "nested too deeply"
         raise AelabError(f"config file {path} is not valid {kind}: {first}") from None
     if not isinstance(values, dict):
         raise AelabError(f"config file {path} must hold a table of settings, not {type(values).__name__}")
@@ -150,7 +157,7 @@ def coerce_fields(cls, values: dict, source: str) -> dict:
         norm = str(key).replace("-", "_")
         if norm not in hints:
             hint = f" (did you mean '{ALIASES[norm]}'?)" if norm in ALIASES else closest(norm, names)
-            raise AelabError(f"unknown setting '{key}' in {source}{hint}; "
+            raise AelabError(f"unknown setting {str(key)!r} in {source}{hint}; "  # repr: a key may hold a newline
                              f"valid settings: {', '.join(names)}")
         clean[norm] = _coerce(norm, value, hints[norm], source)
     return clean
@@ -198,6 +205,26 @@ def _describe(hint) -> str:
     if typing.get_origin(hint) is list:
         return "a list of integers like 256,128"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def check_file_paths(values: dict, source: str | Path) -> dict:
+    """Refuse an ``out`` in a settings file that would make aelab write outside the current folder or the
+    file's own folder (``../../x``, ``/etc``): a file may come from someone else; ``--out`` is the user's own."""
+    out = values.get("out")
+    if isinstance(out, str) and out:
+        target = os.path.abspath(out)  # lexical: a symlink the user made is theirs to follow
+        homes = [os.path.abspath("."), os.path.dirname(os.path.abspath(source))]
+        if not any(_inside(target, h) for h in homes):
+            raise AelabError(f"'out = {out}' in {source} points outside the current folder and the file's folder; "
+                             f"aelab does not write there for a settings file: pass --out on the command line")
+    return values
+
+
+def _inside(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # different drives on Windows
+        return False
 
 
 def default_out(cfg: RunConfig, root: str | Path = "runs") -> Path:

@@ -7,7 +7,7 @@ import inspect
 import re
 import typing
 
-from ..config import RunConfig, coerce_fields, read_config_file
+from ..config import RunConfig, check_file_paths, coerce_fields, read_config_file
 
 # Flags whose spelling differs from the field name.
 _RENAMED = {"report": "--no-report"}
@@ -45,7 +45,10 @@ def settings_from_args(args: argparse.Namespace) -> dict:
     for k, v in given.items():
         typed[k] = _parse_flag(k, v, hints[k])
     settings = coerce_fields(RunConfig, read_config_file(args.config), args.config) if args.config else {}
-    settings.update(coerce_fields(RunConfig, typed, "the command line"))
+    flags = coerce_fields(RunConfig, typed, "the command line")
+    if args.config and "out" not in flags:  # a file may come from someone else: its `out` must stay here
+        check_file_paths(settings, args.config)
+    settings.update(flags)
     return settings
 
 
@@ -72,10 +75,13 @@ def cmd_train(args) -> int:
     from ..runs import train
 
     settings = settings_from_args(args)
-    run = train(resume=args.resume, progress=not args.quiet, **settings)
+    run = train(resume=args.resume, progress=not args.quiet, log=lambda line: print(line, flush=True), **settings)
     last = run.last
-    print(f"done: {run.path}  test loss {last.get('test_loss', float('nan')):.5g}  "
-          f"({sum(r['seconds'] for r in run.history):.1f} s training)")
+    from ..training.distributed import env_context
+
+    if env_context().is_main:  # under torchrun every rank gets here; one line is enough
+        print(f"done: {run.path}  test loss {last.get('test_loss', float('nan')):.5g}  "
+              f"({sum(r['seconds'] for r in run.history):.1f} s training)")
     return 0
 
 

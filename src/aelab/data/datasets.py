@@ -57,6 +57,12 @@ class Dataset:
         return Dataset(self.name, move(self.x_train), move(self.x_test), move(self.y_train), move(self.y_test),
                        self.classes, self.source, dict(self.meta))
 
+    def train_batches(self):
+        """The training rows as a batch source for the trainer (see :class:`aelab.data.batches.TensorBatches`)."""
+        from .batches import TensorBatches
+
+        return TensorBatches(self.x_train)
+
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, test={tuple(self.x_test.shape)}, "
                 f"dtype={self.x_train.dtype}, labels={self.y_train is not None})")
@@ -71,7 +77,8 @@ def from_arrays(x_train, y_train=None, x_test=None, y_test=None, *, name: str = 
     ``x_test``, a seeded split (stratified when labels are given) holds out ``test_fraction``.
     """
     x_train = _as_tensor(x_train, "x_train")
-    y_train = None if y_train is None else _labels(y_train, len(x_train), "y_train")
+    n_classes = None if classes is None else len(classes)
+    y_train = None if y_train is None else _labels(y_train, len(x_train), "y_train", n_classes)
     if x_test is None:
         tr, te = split_indices(len(x_train), test_fraction, seed, None if y_train is None else y_train.numpy())
         x_test, x_train = x_train[te], x_train[tr]
@@ -79,7 +86,7 @@ def from_arrays(x_train, y_train=None, x_test=None, y_test=None, *, name: str = 
             y_test, y_train = y_train[te], y_train[tr]
     else:
         x_test = _as_tensor(x_test, "x_test")
-        y_test = None if y_test is None else _labels(y_test, len(x_test), "y_test")
+        y_test = None if y_test is None else _labels(y_test, len(x_test), "y_test", n_classes)
         if x_test.shape[1:] != x_train.shape[1:]:
             raise AelabError(f"x_test has samples of shape {tuple(x_test.shape[1:])} but x_train has "
                              f"{tuple(x_train.shape[1:])}; they must match")
@@ -104,7 +111,14 @@ def split_indices(n: int, test_fraction: float, seed: int = 0, labels=None):
 
 
 def _as_tensor(x, what: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = np.asarray(x)
+        except ValueError:  # ragged nested lists
+            raise AelabError(f"{what} has rows of different lengths; give a rectangular array") from None
+        if x.dtype.kind not in "biuf":  # strings, objects, complex, dates: no tensor of numbers
+            raise AelabError(f"{what} has dtype {x.dtype}; pass uint8 images or float features")
+    t = torch.as_tensor(x)
     if t.ndim < 2:
         raise AelabError(f"{what} has shape {tuple(t.shape)}; expected (N, features...) with one row per sample")
     if len(t) == 0:
@@ -120,8 +134,14 @@ def _as_tensor(x, what: str) -> torch.Tensor:
     return t
 
 
-def _labels(y, n: int, what: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(y)).reshape(-1)
+def _labels(y, n: int, what: str, n_classes: int | None = None) -> torch.Tensor:
+    try:
+        arr = np.asarray(y)
+    except ValueError:
+        arr = np.asarray([], dtype=object)
+    if arr.dtype.kind not in "biuf":
+        raise AelabError(f"{what} has dtype {arr.dtype}; labels must be class indices 0..C-1")
+    t = torch.as_tensor(arr).reshape(-1)
     if t.is_floating_point() and not torch.equal(t, t.round()):
         raise AelabError(f"{what} holds non-integer values; labels must be class indices 0..C-1")
     t = t.long()
@@ -129,6 +149,9 @@ def _labels(y, n: int, what: str) -> torch.Tensor:
         raise AelabError(f"{what} has {len(t)} labels for {n} samples; give one label per sample")
     if len(t) and t.min() < 0:
         raise AelabError(f"{what} holds negative labels; labels must be class indices 0..C-1")
+    if n_classes is not None and len(t) and t.max() >= n_classes:
+        raise AelabError(f"{what} holds the label {int(t.max())} but there are {n_classes} classes; labels "
+                         f"must lie in 0..{n_classes - 1}: fix the labels or the class list")
     return t
 
 
@@ -157,6 +180,10 @@ def _idx_dataset(name: str, classes: list[str]):
         xte, yte = read_image_label_pair(f[2], f[3])
         if xtr.shape[1:] != xte.shape[1:]:
             raise AelabError(f"train images are {xtr.shape[1:]} but test images are {xte.shape[1:]} in {folder}")
+        for labels, fname in ((ytr, f[1]), (yte, f[3])):
+            if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+                raise AelabError(f"{fname} holds labels outside 0..{len(classes) - 1} (min {labels.min()}, max "
+                                 f"{labels.max()}); it is not a {name} label file: fetch it again")
         to_t = lambda a: torch.from_numpy(np.array(a))  # noqa: E731 (a writable copy)
         return Dataset(name, to_t(xtr[:, None]), to_t(xte[:, None]), to_t(ytr), to_t(yte),
                        classes=classes, source=str(folder))
@@ -179,7 +206,12 @@ DESCRIPTIONS = {
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> Dataset:
-    """Load a dataset by name (see ``DATASETS``); files are found as :func:`find_files` describes."""
+    """Load a dataset by name (see ``DATASETS``); files are found as :func:`find_files` describes.
+    A name ending in ``.npy`` is a file trained through a memory map (:mod:`aelab.data.memmap`)."""
+    if str(name).lower().endswith(".npy"):
+        from .memmap import load_npy
+
+        return load_npy(name, data_dir)
     if name not in DATASETS:
         raise AelabError(f"unknown dataset '{name}'{closest(name, DATASETS)}; choose one of: {', '.join(DATASETS)}")
     return DATASETS[name](data_dir=data_dir, download=download)

@@ -6,6 +6,7 @@ dimension, then the values. Files may be gzip-compressed (``.gz``). Every check 
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -46,7 +47,7 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
         raise AelabError(f"{name} is truncated inside its header; fetch it again")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     dtype = np.dtype(_TYPES[code])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: four 2**32 dimensions must not wrap around
     got = len(data) - header
     if got < expected:
         raise AelabError(f"{name} is truncated: header promises {'x'.join(map(str, dims))} values "
@@ -54,7 +55,7 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     if got > expected:
         raise AelabError(f"{name} has {got - expected} bytes of trailing data after "
                          f"{'x'.join(map(str, dims))} values; the file is corrupt, fetch it again")
-    arr = np.frombuffer(data, dtype=dtype, count=int(np.prod(dims)), offset=header).reshape(dims)
+    arr = np.frombuffer(data, dtype=dtype, count=math.prod(dims), offset=header).reshape(dims)
     return arr.astype(dtype.newbyteorder("="), copy=False) if dtype.byteorder == ">" else arr
 
 
@@ -87,4 +88,8 @@ def read_image_label_pair(images: str | Path, labels: str | Path) -> tuple[np.nd
     if len(x) != len(y):
         raise AelabError(f"{images} has {len(x)} images but {labels} has {len(y)} labels; "
                          f"the two files do not belong together")
+    if x.size == 0:
+        raise AelabError(f"{images} holds no pixels (shape {x.shape}); fetch it again")
+    if y.dtype.kind not in "iu":
+        raise AelabError(f"{labels} holds {y.dtype} values; labels must be integers: fetch it again")
     return x, y.astype(np.int64)
