@@ -14,6 +14,7 @@ def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str, output
     (per pixel); with ``per_sample_sum`` summed over each sample, then averaged over the batch
     (per image, as in the ELBO of Kingma & Welling 2014, appendix C.1).
     """
+    logits = at_least_float32(logits)  # under bf16 autocast the error and its sum are taken in float32
     if kind == "bce":
         err = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
     elif kind == "mse":
@@ -26,11 +27,18 @@ def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str, output
     return err.mean()
 
 
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 values (from an autocast forward pass) to float32, so loss sums stay exact enough;
+    float32 and float64 tensors are returned as they are (no copy)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def gaussian_kl_standard(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL( N(mean, diag(exp(logvar))) || N(0, I) ) per sample, in closed form.
 
     mean, logvar: (B, D) -> (B,). Kingma & Welling 2014, appendix B: -1/2 sum(1 + logvar - mean^2 - exp(logvar)).
     """
+    mean, logvar = at_least_float32(mean), at_least_float32(logvar)
     return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum(-1)
 
 
@@ -40,10 +48,10 @@ def kl_sparsity_penalty(rho_hat: torch.Tensor, rho: float, eps: float = 1e-6) ->
     rho_hat: (D,) mean activation of each unit over the batch, in (0, 1). Zero exactly when
     rho_hat == rho for every unit, positive otherwise (Ng, "Sparse autoencoder", CS294A notes, 2011).
     """
-    rho_hat = rho_hat.clamp(eps, 1 - eps)
+    rho_hat = at_least_float32(rho_hat).clamp(eps, 1 - eps)
     return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
 
 
 def l1_penalty(codes: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of the L1 norm of each code. codes: (B, D) -> scalar."""
-    return codes.abs().sum(-1).mean()
+    return at_least_float32(codes).abs().sum(-1).mean()

@@ -2,7 +2,8 @@
 
 A run folder holds ``config.json`` (enough to rebuild the run), ``metrics.jsonl`` (one line per
 epoch), ``checkpoints/last.pt`` (model, optimizer, RNG states, epoch), ``model.pt`` (final weights),
-and figures: ``loss.png`` and ``reconstructions.png``.
+and, unless ``report=False``, ``evaluation.json``, the figures (``loss.png``, ``reconstructions.png``,
+``latent.png``, ...) and ``report.html``.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .data.datasets import Dataset, load_dataset
 from .errors import AelabError
 from .models.base import Autoencoder
 from .registry import build_model, load_model, model_kwargs_from_config, save_model
+from .training import distributed
 from .training.checkpoint import load_checkpoint
 from .training.trainer import CHECKPOINT, Trainer
 
@@ -67,8 +69,35 @@ def train(model: Autoencoder | str | None = None, data: Dataset | str | None = N
 
     ``model`` is a built model or a registry name; ``data`` a :class:`Dataset` or a dataset name.
     ``settings`` are :class:`RunConfig` fields (epochs=10, lr=1e-3, ...). With ``resume=True`` an
-    existing run in ``out`` continues from its last checkpoint.
+    existing run in ``out`` continues from its last checkpoint. Started by ``torchrun``, every process
+    calls this and trains its shard with DistributedDataParallel; rank 0 alone writes the run folder
+    (see :mod:`aelab.training.distributed`).
     """
+    with distributed.session() as dist:
+        return _train(model, data, dist, out=out, resume=resume, config=config, progress=progress, log=log,
+                      **settings)
+
+
+def _settle_folder(cfg: RunConfig, settings: dict, resume: bool) -> RunConfig:
+    """Choose the run folder and, when resuming, merge its saved config (rank 0 decides for all)."""
+    run_dir = Path(cfg.out) if cfg.out else default_out(cfg)
+    cfg.out = str(run_dir)
+    existing = run_dir / CONFIG
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AelabError(f"{run_dir} is a file, not a run folder; choose another --out")
+    if resume and not existing.is_file() and run_dir.is_dir() and any(run_dir.iterdir()):
+        raise AelabError(f"{run_dir} is not a run folder (no {CONFIG}) so there is nothing to resume; "
+                         f"check --out, or start a new run in an empty folder")
+    if existing.is_file() and not resume:
+        raise AelabError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and existing.is_file():
+        saved = RunConfig.load(existing)
+        changed = {k: v for k, v in settings.items() if k not in ("out",)}
+        cfg = RunConfig.from_dict({**saved.to_dict(), **changed, "out": str(run_dir)}, source="settings")
+    return cfg
+
+
+def _train(model, data, dist: distributed.DistContext, *, out, resume, config, progress, log, **settings) -> Run:
     cfg = RunConfig(**(config.to_dict() if config else {}))
     if isinstance(model, str):
         settings["model"] = model
@@ -85,54 +114,64 @@ def train(model: Autoencoder | str | None = None, data: Dataset | str | None = N
     if isinstance(data, Dataset):
         settings.setdefault("dataset", data.name)
     cfg = RunConfig.from_dict({**cfg.to_dict(), **settings}, source="settings")
-
-    run_dir = Path(cfg.out) if cfg.out else default_out(cfg)
-    cfg.out = str(run_dir)
-    existing = run_dir / CONFIG
-    if existing.is_file() and not resume:
-        raise AelabError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    if resume and existing.is_file():
-        saved = RunConfig.load(existing)
-        changed = {k: v for k, v in settings.items() if k not in ("out",)}
-        cfg = RunConfig.from_dict({**saved.to_dict(), **changed, "out": str(run_dir)}, source="settings")
+    cfg = distributed.from_rank0(dist, _settle_folder, cfg, settings, resume)
+    run_dir = Path(cfg.out)
+    log = log if dist.is_main else None
 
     if not isinstance(data, Dataset):
         data = load_dataset(cfg.dataset, cfg.data_dir)
     if not isinstance(model, Autoencoder):
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, data.input_shape, **model_kwargs_from_config(cfg, data.bounded))
+        try:
+            model = build_model(cfg.model, data.input_shape, **model_kwargs_from_config(cfg, data.bounded))
+        except (RuntimeError, MemoryError) as exc:  # torch's allocator fails with a RuntimeError
+            if not isinstance(exc, MemoryError) and "alloc" not in str(exc):
+                raise
+            raise AelabError(f"the {cfg.model} model does not fit in memory (latent_dim {cfg.latent_dim}, hidden_dims "
+                             f"{cfg.hidden_dims}); choose smaller --hidden-dims or --latent-dim") from None
     else:
         model.check_input(data.x_test[:1].float())
     if cfg.loss == "bce" or getattr(model, "loss_kind", None) == "bce":
         if not data.bounded:
             raise AelabError(f"the bce loss needs data in [0, 1] but {data.name} is not; use --loss mse")
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / CONFIG)
+    if dist.is_main:  # rank 0 alone writes the run folder
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AelabError(f"cannot create the run folder {run_dir} ({exc.strerror or exc}); "
+                             f"choose another --out") from None
+        cfg.save(run_dir / CONFIG)
     torch.manual_seed(cfg.seed + 1)  # the stream for sampling noise and binarization, separate from init
-    trainer = Trainer(model, data, cfg, run_dir, progress=progress, log=log)
+    trainer = Trainer(model, data, cfg, run_dir, progress=progress, log=log, rank=dist.rank,
+                      world_size=dist.world_size)
     if resume and trainer.load_checkpoint():
         if log:
             log(f"resuming {run_dir} after epoch {trainer.epoch}")
+    partial_step = trainer._partial.step if trainer._partial else 0
+    distributed.check_same(dist, [trainer.epoch, partial_step], trainer.device, "the checkpoint to resume from")
     trainer.fit()
-    save_model(model, run_dir / MODEL)
     result = Run(run_dir, cfg, trainer.history, model)
-    if cfg.report:
-        write_figures(result, data)
+    if dist.is_main:
+        save_model(model, run_dir / MODEL)
+        if cfg.report:
+            write_figures(result, data, log=log)
     return result
 
 
-def write_figures(run: Run, data: Dataset) -> list[Path]:
-    """The figures every run gets: the loss curves, and for images test digits above their reconstructions."""
-    from .viz import plot_loss_curves, plot_reconstructions
+def write_figures(run: Run, data: Dataset, log=None) -> list[Path]:
+    """The end of training: every figure that applies to the run, its evaluation and ``report.html``.
 
-    paths = [plot_loss_curves(run.history, run.path / "loss.png", title=f"{run.config.model} loss")]
-    if is_image_data(data):
-        x = examples_per_class(data.x_test, data.y_test, 10)
-        from .data.batches import as_float
+    Kept to seconds: the latent map is a t-SNE of 1,000 test codes here (``aelab report RUN`` draws
+    the full one). Returns the paths written, the report last.
+    """
+    from .viz.report import write_run_report
+    from .viz.run_figures import TRAIN_END, write_run_figures
 
-        paths.append(plot_reconstructions(run.model, as_float(x).to(next(run.model.parameters()).device),
-                                          run.path / "reconstructions.png"))
+    paths = list(write_run_figures(run, data, **TRAIN_END).values())
+    paths.append(write_run_report(run, data, redraw=False, progress=False, log=None))
+    if log:
+        log(f"report: {paths[-1]}")
     return paths
 
 

@@ -32,3 +32,24 @@ def iterate_batches(x: torch.Tensor, batch_size: int, order: torch.Tensor | None
             yield as_float(x[start:start + batch_size])
         else:
             yield as_float(x.index_select(0, order[start:start + batch_size]))
+
+
+class TensorBatches:
+    """The training rows of an in-memory tensor as a batch source (the fast path: one gather a batch).
+
+    The trainer asks any batch source for ``epoch_order(seed, epoch)`` (the epoch's row order) and
+    ``take(idx)`` (a float batch on the device); :class:`aelab.data.memmap.MemmapBatches` answers the
+    same two questions for a file larger than memory.
+    """
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def epoch_order(self, seed: int, epoch: int) -> torch.Tensor:
+        return epoch_permutation(len(self.x), seed, epoch, self.x.device)
+
+    def take(self, idx: torch.Tensor) -> torch.Tensor:
+        return as_float(self.x.index_select(0, idx))

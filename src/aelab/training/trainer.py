@@ -7,6 +7,7 @@ the progress bar reads the loss at most twice a second).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -18,10 +19,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import RunConfig
-from ..data.batches import as_float, epoch_permutation, iterate_batches
+from ..data.batches import iterate_batches
 from ..data.datasets import Dataset
 from ..errors import AelabError
-from .checkpoint import atomic_torch_save, atomic_write_text, load_checkpoint
+from . import distributed
+from .checkpoint import atomic_torch_save, atomic_write_text, load_latest_checkpoint
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
@@ -43,6 +45,27 @@ def make_adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):  # older torch or a device without the fused kernel
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+def autocast_context(device: torch.device, precision: str = "auto"):
+    """The forward pass's precision: bf16 autocast on a CUDA GPU that supports it (precision "auto" or
+    "bf16"), float32 everywhere else. Parameters, gradients and Adam's state stay float32, and the
+    losses come out float32: autocast runs ``exp``, ``sum``, ``mse_loss`` and BCE in float32, and the
+    targets (float32 images) promote every difference taken against them. No loss scaling is needed:
+    bf16 has float32's exponent range. On a CPU (no bf16 units on most) it is a no-op unless asked for."""
+    if precision == "fp32" or device.type not in ("cuda", "cpu"):
+        return contextlib.nullcontext()
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def wants_channels_last(model: torch.nn.Module, device: torch.device) -> bool:
+    """Convolution weights in channels-last (NHWC) layout on CUDA, where cuDNN's tensor-core kernels
+    want it; judged from the parameters (any 4-d weight), not from the model's name."""
+    return device.type == "cuda" and any(p.dim() == 4 for p in model.parameters())
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -84,14 +107,22 @@ class Trainer:
                  rank: int = 0, world_size: int = 1):
         self.cfg = cfg
         self.out = Path(out)
-        self.device = resolve_device(cfg.device)
+        self.device = distributed.rank_device(resolve_device(cfg.device), world_size)
         self.model = model.to(self.device)
+        if wants_channels_last(self.model, self.device):  # before the optimizer sees the parameters
+            self.model.to(memory_format=torch.channels_last)
+        self.autocast = lambda: autocast_context(self.device, cfg.precision)
         self.data = data.to(self.device)
+        self.batches = self.data.train_batches()  # in-memory tensor or memory-mapped file: same two calls
         self.progress = progress
-        self.log = log or (lambda *a, **k: None)
+        self.log = (log if rank == 0 else None) or (lambda *a, **k: None)
         self.rank, self.world_size = rank, world_size
+        self.batch_size = distributed.check_batch_size(cfg.batch_size, world_size)  # this rank's share
         self.optimizer = make_adam(self.model.parameters(), cfg.lr, cfg.weight_decay)
         self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        self.eval_model = self.step_model  # evaluation bypasses DDP: each rank scores its own test shard
+        if world_size > 1:  # gradients averaged across ranks inside backward
+            self.step_model = distributed.wrap_model(self.model, self.device, compile=cfg.compile)
         self.history: list[dict] = []
         self.epoch = 0  # completed epochs
         self._partial: _EpochState | None = None
@@ -120,14 +151,16 @@ class Trainer:
 
     def save_checkpoint(self, partial: _EpochState | None = None) -> None:
         if self.rank == 0:
-            atomic_torch_save(self.state_dict(partial), self.checkpoint_path)
+            atomic_torch_save(self.state_dict(partial), self.checkpoint_path, keep_previous=True)
 
     def load_checkpoint(self, path: Path | None = None) -> bool:
-        """Restore from ``path`` (default: the run's last checkpoint); False when there is none."""
-        path = Path(path or self.checkpoint_path)
-        if not path.is_file():
+        """Restore from ``path`` (default: the run's last checkpoint, or the one before it when that is
+        damaged); False when there is none."""
+        found = load_latest_checkpoint(Path(path or self.checkpoint_path), map_location=self.device,
+                                       warn=self.log if self.rank == 0 else None, repair=self.rank == 0)
+        if found is None:
             return False
-        state = load_checkpoint(path, map_location=self.device)
+        state, path = found
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -180,35 +213,42 @@ class Trainer:
         self._stop_signal = signum
 
     def _run_epoch(self, epoch: int) -> dict:
-        cfg, model, x = self.cfg, self.model, self.data.x_train
-        order = epoch_permutation(len(x), cfg.seed, epoch, self.device)
-        if self.world_size > 1:  # each rank takes its own shard of the same permutation
-            order = order[self.rank::self.world_size]
-        steps = math.ceil(len(order) / cfg.batch_size)
+        cfg, model, source, bs = self.cfg, self.model, self.batches, self.batch_size
+        # each rank takes its own shard of the same permutation; bs is its share of the global batch
+        order = distributed.shard(source.epoch_order(cfg.seed, epoch), self.rank, self.world_size)
+        if self.world_size > 1:
+            distributed.seed_rank(cfg.seed, epoch, self.rank)
+        steps = math.ceil(len(order) / bs)
         state = self._partial or _EpochState(0, 0, {}, torch.tensor(-1, device=self.device), 0.0)
         self._partial = None
         model.train()
         has_progress = hasattr(model, "set_progress")
         bar = tqdm(total=steps, initial=state.step, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
                    disable=None if self.progress and self.rank == 0 else True, dynamic_ncols=True)
+        first, acc, names, step_loss = state.step, None, [], None
         last_show, t0 = time.perf_counter(), time.perf_counter()
         for i in range(state.step, steps):
-            xb = as_float(x.index_select(0, order[i * cfg.batch_size:(i + 1) * cfg.batch_size]))
+            xb = source.take(order[i * bs:(i + 1) * bs])
             if cfg.binarize:
                 xb = torch.bernoulli(xb)
             if has_progress:
                 model.set_progress(epoch - 1 + i / steps)
-            out = self.step_model(xb)
+            with self.autocast():
+                out = self.step_model(xb)
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             self._after_backward()
             self.optimizer.step()
             n = xb.shape[0]
-            loss = out.loss.detach()
-            state.sums["loss"] = state.sums.get("loss", 0) + loss * n
-            for name, value in out.terms.items():
-                state.sums[name] = state.sums.get(name, 0) + value.detach() * n
-            state.bad_step = torch.where((state.bad_step < 0) & ~torch.isfinite(loss), i, state.bad_step)
+            # the loss and its terms as one vector: two small device ops a step, whatever the terms
+            values = torch.stack([out.loss.detach(), *[v.detach() for v in out.terms.values()]])
+            if acc is None:
+                names = ["loss", *out.terms]
+                acc = torch.zeros(len(names), dtype=torch.float64, device=self.device)
+                step_loss = torch.zeros(steps, device=self.device)
+            acc.add_(values, alpha=n)
+            step_loss[i] = values[0]
+            loss = values[0]
             state.seen += n
             state.step = i + 1
             bar.update(1)
@@ -221,7 +261,11 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         state.seconds += time.perf_counter() - t0
         bar.close()
-        bad = int(state.bad_step.item())
+        if acc is not None:  # fold the epoch's vector into the named sums (what checkpoints keep)
+            for j, name in enumerate(names):
+                state.sums[name] = state.sums.get(name, 0) + acc[j]
+            state.bad_step = first_nonfinite(step_loss[first:state.step], first, state.bad_step)
+        bad = int(distributed.first_bad_step(state.bad_step, self.world_size).item())
         if bad >= 0:
             raise AelabError(
                 f"the loss became NaN or infinite at epoch {epoch}, step {bad + 1}: the learning rate ({cfg.lr:g}) is "
@@ -236,7 +280,7 @@ class Trainer:
         record = {"epoch": epoch, "train_loss": sums.pop("loss")}
         record.update({f"train_{k}": v for k, v in sums.items()})
         t_eval = time.perf_counter()
-        test = mean_losses(self.step_model, self.data.x_test, binarize=cfg.binarize)
+        test = self._test_losses()
         record["test_loss"] = test.pop("loss")
         record.update({f"test_{k}": v for k, v in test.items()})
         record["seconds"] = state.seconds
@@ -249,10 +293,36 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
 
     def _reduce(self, sums: dict, seen: int) -> dict:
-        """Per-sample means of the epoch's sums (one host read for all of them)."""
+        """Per-sample means of the epoch's sums over every rank (one collective, one host read)."""
         names = list(sums)
-        values = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=self.device) for k in names])
-        return {k: float(v) / max(seen, 1) for k, v in zip(names, values.tolist())}
+        values = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=self.device) for k in names]
+                             + [torch.tensor(float(seen), dtype=torch.float64, device=self.device)])
+        *values, seen = distributed.all_sum(values, self.world_size).tolist()
+        return {k: float(v) / max(seen, 1) for k, v in zip(names, values)}
+
+    def _test_losses(self) -> dict:
+        """Test means; with several ranks each scores every ``world_size``-th test sample and the sums are
+        all-reduced, so every rank records the same numbers."""
+        x, n = self.data.x_test, len(self.data.x_test)
+        if self.world_size == 1 or n < self.world_size:
+            return mean_losses(self.eval_model, x, binarize=self.cfg.binarize)
+        part = x[self.rank::self.world_size]
+        means = mean_losses(self.eval_model, part, binarize=self.cfg.binarize)
+        sums = self._reduce_sums({k: v * len(part) for k, v in means.items()})
+        return {k: v / n for k, v in sums.items()}
+
+    def _reduce_sums(self, values: dict) -> dict:
+        names = list(values)
+        t = torch.tensor([values[k] for k in names], dtype=torch.float64, device=self.device)
+        return dict(zip(names, distributed.all_sum(t, self.world_size).tolist()))
+
+
+def first_nonfinite(losses: torch.Tensor, offset: int, previous: torch.Tensor) -> torch.Tensor:
+    """``previous`` if it already names a step (>= 0), else the index (plus ``offset``) of the first
+    non-finite value in ``losses``, else -1; on the device, no host read."""
+    bad = ~torch.isfinite(losses)
+    here = torch.where(bad.any(), bad.to(torch.uint8).argmax() + offset, -1)
+    return torch.where(previous >= 0, previous, here)
 
 
 def mean_losses(model, x: torch.Tensor, batch_size: int = 2048, binarize: bool = False) -> dict:

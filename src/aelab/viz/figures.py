@@ -1,5 +1,9 @@
 """Figures of a run. Each function takes plain data (history, tensors, a model), writes one PNG and
-returns its path. matplotlib runs headless (Agg)."""
+returns its path. matplotlib runs headless (Agg).
+
+Sizes are fixed by ``figsize`` at :data:`DPI` (no tight bounding box), so a figure's pixel size
+depends only on what it shows (how many images, panels or runs), never on its labels.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,6 +16,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 DPI = 100
+RUN_COLOURS = plt.get_cmap("tab10").colors  # one colour per run in comparison figures
 
 
 def _save(fig, path: Path) -> Path:
@@ -20,6 +25,10 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+def device_of(model) -> torch.device:
+    return next(model.parameters()).device
 
 
 def plot_loss_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
@@ -37,6 +46,8 @@ def plot_loss_curves(history: list[dict], path: str | Path, title: str = "") -> 
                 ax.plot(*zip(*pts), style, ms=3, label=split)
         ax.set_title(name if name != "loss" else (title or "loss"))
         ax.set_xlabel("epoch")
+        if len(epochs) <= 12:  # whole epochs only: "0.5" of an epoch means nothing here
+            ax.set_xticks(epochs)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -46,8 +57,9 @@ def plot_loss_curves(history: list[dict], path: str | Path, title: str = "") -> 
 def image_grid(rows: list[np.ndarray], labels: list[str] | None = None, cell: float = 0.9):
     """A figure of image rows: ``rows`` is a list of arrays (N, H, W) in [0, 1]."""
     n = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), n, figsize=(cell * n + (1.2 if labels else 0), cell * len(rows)),
-                             squeeze=False)
+    margin = 1.3 if labels else 0.0  # inches for the row labels
+    width = cell * n + margin
+    fig, axes = plt.subplots(len(rows), n, figsize=(width, cell * len(rows)), squeeze=False)
     for i, row in enumerate(rows):
         for j in range(n):
             ax = axes[i][j]
@@ -58,8 +70,20 @@ def image_grid(rows: list[np.ndarray], labels: list[str] | None = None, cell: fl
                 ax.imshow(row[j], cmap="gray", vmin=0, vmax=1)
         if labels:
             axes[i][0].set_ylabel(labels[i], rotation=0, ha="right", va="center", fontsize=9)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.12 if labels else 0.01, right=0.99, top=0.99, bottom=0.01)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05, left=margin / width + 0.005, right=0.995, top=0.99, bottom=0.01)
     return fig
+
+
+def mosaic(images: np.ndarray, ncols: int, pad: int = 2, fill: float = 1.0) -> np.ndarray:
+    """Tile images (N, H, W) or (N, H, W, 3) into one array, ``ncols`` per row, ``pad`` pixels of
+    ``fill`` between them. One ``imshow`` of a mosaic draws far faster than one axes per image."""
+    n, h, w = images.shape[:3]
+    nrows = -(-n // ncols)
+    out = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, *images.shape[3:]), fill, dtype=np.float32)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = images[i]
+    return out
 
 
 def as_images(x: torch.Tensor) -> np.ndarray:
@@ -70,13 +94,67 @@ def as_images(x: torch.Tensor) -> np.ndarray:
     return x.clamp(0, 1).numpy()
 
 
-def plot_reconstructions(model, x: torch.Tensor, path: str | Path, n: int = 10) -> Path:
-    """A row of test images above their reconstructions."""
-    x = x[:n]
+def _reconstruct(model, x: torch.Tensor) -> torch.Tensor:
     was = model.training
     model.eval()
     with torch.inference_mode():
-        rec = model.reconstruct(x)
+        rec = model.reconstruct(x.to(device_of(model)))
     model.train(was)
-    fig = image_grid([as_images(x), as_images(rec)], ["input", "reconstruction"])
+    return rec
+
+
+def plot_reconstructions(model, x: torch.Tensor, path: str | Path, n: int = 10) -> Path:
+    """A row of test images ``x`` (N, C, H, W) in [0, 1] above their reconstructions (the first ``n``)."""
+    x = x[:n]
+    fig = image_grid([as_images(x), as_images(_reconstruct(model, x))], ["input", "reconstruction"])
     return _save(fig, path)
+
+
+def plot_reconstruction_comparison(models: dict, x: torch.Tensor, path: str | Path, n: int = 10) -> Path:
+    """The same test images ``x`` (N, C, H, W) in [0, 1] reconstructed by each model: one row per model.
+
+    ``models`` maps a row label (a run's name) to a model.
+    """
+    x = x[:n]
+    rows = [as_images(x)] + [as_images(_reconstruct(m, x)) for m in models.values()]
+    fig = image_grid(rows, ["input", *models])
+    return _save(fig, path)
+
+
+def plot_metric_bars(metrics: dict[str, dict], path: str | Path, keys: list[str] | None = None,
+                     lower_is_better: set[str] = frozenset(), higher_is_better: set[str] = frozenset()) -> Path:
+    """A bar chart per metric, one bar per run: ``metrics`` maps a run's name to its metrics.
+
+    ``keys`` (default: every numeric key any run has) choose the panels; a run without a metric gets
+    no bar and "n/a". Panel titles say which direction is better when the sets name the key.
+    """
+    runs = list(metrics)
+    if keys is None:
+        keys = sorted({k for m in metrics.values() for k, v in m.items() if _is_number(v)})
+    keys = [k for k in keys if any(_is_number(m.get(k)) for m in metrics.values())] or ["(no metrics)"]
+    ncols = min(3, len(keys))
+    nrows = -(-len(keys) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 0.5 + 2.6 * nrows), squeeze=False)
+    colours = [RUN_COLOURS[i % len(RUN_COLOURS)] for i in range(len(runs))]
+    for ax, key in zip(axes.flat, keys):
+        values = [metrics[r].get(key) for r in runs]
+        heights = [v if _is_number(v) else 0.0 for v in values]
+        bars = ax.bar(range(len(runs)), heights, color=colours)
+        for bar, v in zip(bars, values):
+            label = f"{v:.4g}" if _is_number(v) else "n/a"
+            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
+                        fontsize=8, xytext=(0, 2), textcoords="offset points")
+        hint = " (lower is better)" if key in lower_is_better else " (higher is better)" if key in higher_is_better else ""
+        ax.set_title(key + hint, fontsize=10)
+        ax.set_xticks(range(len(runs)), runs, rotation=20 if len(runs) > 3 else 0, ha="right" if len(runs) > 3 else "center",
+                      fontsize=8)
+        ax.margins(y=0.18)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)

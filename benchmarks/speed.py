@@ -1,0 +1,314 @@
+"""Speed benchmark (issue 5): aelab against the training loops people write today, in one run.
+
+    python benchmarks/speed.py                  # full MNIST (../shared/data/mnist or $AELAB_DATA_DIR)
+    python benchmarks/speed.py --quick          # mnist5k: checks the whole script in about a minute
+    python benchmarks/speed.py --models dense --out speed.json --markdown speed.md
+
+For each model (dense 784-256-128-32, the pytorch/examples VAE 784-400-20, the conv autoencoder),
+measured in the same process on the same machine:
+- the baseline loop of ``baselines.py`` (per-sample Dataset + DataLoader(batch_size=128, shuffle=True));
+- aelab (``aelab.train``) with the same architecture, batch 128, Adam 1e-3, the same loss;
+- aelab with ``compile=True`` (torch.compile), to show where it helps and where it does not;
+- aelab with its time-to-quality recipe (``RECIPES``), until its test metric reaches the baseline's.
+
+Reported per loop: median seconds per epoch, samples per second, the ratio to the baseline, the test
+metric after the same number of epochs, time to quality, and the fraction of the machine reached:
+model FLOPs per epoch over seconds per epoch, against (a) the step's own matrix multiplies and
+convolutions replayed alone (``hardware.step_bound``: the bound on an epoch here) and (b) a square
+float32 matmul. Also the peak resident memory of a full-MNIST ``aelab train`` process.
+
+JSON goes to stdout (or ``--out``), the Markdown table to stderr (and ``--markdown``). Time is wall
+time, so other work on the machine shows up in it: the JSON records the load average beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import baselines  # noqa: E402
+import hardware  # noqa: E402
+
+import aelab  # noqa: E402
+from aelab.data import as_float  # noqa: E402
+from aelab.config import RunConfig  # noqa: E402
+from aelab.training import Trainer  # noqa: E402
+from aelab.training.trainer import autocast_context, resolve_device  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# aelab's architecture for each baseline, and the test metric compared (a key of aelab's metrics.jsonl).
+MODELS = {
+    "dense": dict(build=dict(latent_dim=32), metric="test_loss", unit="test MSE per pixel"),
+    "vae": dict(build=dict(latent_dim=20, hidden_dims=[400]), metric="test_neg_elbo", unit="test -ELBO, nats/image"),
+    "conv": dict(build=dict(latent_dim=32), metric="test_loss", unit="test MSE per pixel"),
+}
+# aelab's own settings for time to quality (the only differences from the baseline's batch 128, Adam 1e-3).
+RECIPES = {"dense": dict(lr=3e-3), "vae": dict(lr=1e-3), "conv": dict(lr=3e-3)}
+# epochs per loop: baseline, aelab (same settings), aelab compiled, aelab recipe (at most; it stops at quality)
+PLANS = {
+    "full": {"dataset": "mnist", "dense": (10, 10, 3, 10), "vae": (10, 10, 3, 10), "conv": (2, 2, 2, 0)},
+    "quick": {"dataset": "mnist5k", "dense": (10, 10, 0, 10), "vae": (10, 10, 0, 10), "conv": (2, 2, 0, 0)},
+    "gpu": {"dataset": "mnist", "dense": (10, 10, 3, 10), "vae": (10, 10, 3, 10), "conv": (10, 10, 3, 10)},
+}
+
+
+def log(*parts) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def mnist_dir(data_dir: str | None) -> Path | None:
+    """The folder holding MNIST's four IDX files: --data-dir, $AELAB_DATA_DIR, then ../shared/data or
+    shared/data beside the repository (each either the folder itself or its mnist/ subfolder)."""
+    roots = [data_dir, os.environ.get("AELAB_DATA_DIR"), ROOT.parent / "shared" / "data", ROOT / "shared" / "data"]
+    for root in filter(None, roots):
+        for folder in (Path(root) / "mnist", Path(root)):
+            if (folder / "train-images-idx3-ubyte.gz").is_file():
+                return folder
+    return None
+
+
+def load_data(plan: str, data_dir: str | None):
+    if PLANS[plan]["dataset"] == "mnist5k":
+        return aelab.load_dataset("mnist5k")
+    return aelab.load_dataset("mnist", data_dir=mnist_dir(data_dir))  # None: aelab's own search (cache, download)
+
+
+def machine(device: torch.device) -> dict:
+    info = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+            "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine()}
+    try:
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# ------------------------------------------------------------------------------------------------ loops
+def run_aelab(name: str, data, epochs: int, device, stop_at: float | None = None, **settings) -> list[dict]:
+    """Train aelab's model for ``name`` (seeded as ``aelab.train`` seeds it) with its Trainer; with
+    ``stop_at``, stop after the first epoch whose test metric reaches it. Records: seconds (training),
+    eval_seconds, test_metric, and the rest of the epoch's metrics."""
+    spec = MODELS[name]
+    cfg = RunConfig(model=name, dataset=data.name, epochs=epochs, device=str(device), report=False,
+                    **{"batch_size": 128, "lr": 1e-3, **settings})
+    torch.manual_seed(cfg.seed)
+    model = aelab.build_model(name, data.input_shape, **spec["build"])
+    torch.manual_seed(cfg.seed + 1)
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(model, data, cfg, out, progress=False, log=None)
+        for epoch in range(1, epochs + 1):  # one epoch at a time, so time to quality can stop early
+            trainer.cfg.epochs = epoch
+            trainer.fit()
+            if stop_at is not None and trainer.history[-1][spec["metric"]] <= stop_at:
+                break
+    return [dict(r, test_metric=r[spec["metric"]]) for r in trainer.history]
+
+
+def summary(records: list[dict], n_train: int, skip_first: bool = False) -> dict:
+    """Median seconds per epoch (the first epoch left out when it holds compilation), samples/s, last metric."""
+    timed = records[1:] if skip_first and len(records) > 1 else records
+    median = statistics.median(r["seconds"] for r in timed)
+    return {"epochs": len(records), "seconds_per_epoch": median, "samples_per_second": n_train / median,
+            "epoch_seconds": [round(r["seconds"], 3) for r in records],
+            "test_metric": records[-1]["test_metric"], "test_metric_per_epoch": [r["test_metric"] for r in records]}
+
+
+def time_to(records: list[dict], target: float, with_eval: bool) -> float | None:
+    """Wall seconds until the first epoch whose test metric is at or below ``target`` (None if never)."""
+    total = 0.0
+    for r in records:
+        total += r["seconds"] + (r.get("eval_seconds", 0.0) if with_eval else 0.0)
+        if r["test_metric"] <= target:
+            return total
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ measures
+def bound_per_epoch(name: str, data, device) -> dict:
+    """FLOPs of one batch-128 step of aelab's model and the seconds its heavy ops take alone, per epoch."""
+    torch.manual_seed(0)
+    model = aelab.build_model(name, data.input_shape, **MODELS[name]["build"]).to(device)
+    if device.type == "cuda" and any(p.dim() == 4 for p in model.parameters()):
+        model = model.to(memory_format=torch.channels_last)  # as the trainer does
+    x = as_float(data.x_train[:128].to(device))
+    step = hardware.step_bound(model, x, device, autocast=lambda: autocast_context(device))
+    steps = len(data.x_train) / 128
+    return {"flops_per_step": step["flops"], "flops_per_epoch": step["flops"] * steps,
+            "bound_seconds_per_epoch": step["seconds"] * steps, "bound_gflops": step["gflops"],
+            "heavy_calls_per_step": step["calls"]}
+
+
+def peak_rss(data_dir: str | None) -> dict:
+    """Peak resident memory of a separate process training the dense model for one epoch of full MNIST."""
+    code = ("import json, resource, sys, tempfile, aelab\n"
+            "d = aelab.load_dataset('mnist', data_dir=sys.argv[1])\n"
+            "with tempfile.TemporaryDirectory() as out:\n"
+            "    aelab.train('dense', d, out=out, epochs=1, progress=False, log=None, report=False)\n"
+            "print(json.dumps({'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n")
+    folder = mnist_dir(data_dir)
+    if folder is None:
+        return {"skipped": "full MNIST not found"}
+    done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1:]}
+    return {"dataset": "mnist", "model": "dense", "epochs": 1, **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def bench_model(name: str, data, device, plan: tuple, peak: dict, compile_check: bool = True) -> dict:
+    n_baseline, n_aelab, n_compile, n_recipe = plan
+    n = len(data.x_train)
+    result = {"unit": MODELS[name]["unit"], "batch_size": 128, "lr": 1e-3}
+    result.update(bound_per_epoch(name, data, device))
+    show = lambda r: log(f"  epoch {r['epoch']}: {r['seconds']:.2f} s  {r['test_metric']:.5g}")  # noqa: E731
+
+    log(f"[{name}] baseline loop, {n_baseline} epochs")
+    base = baselines.run_baseline(name, data, n_baseline, device, on_epoch=show)
+    loops = {"baseline": summary(base, n)}
+    target = base[-1]["test_metric"]
+
+    log(f"[{name}] aelab, {n_aelab} epochs")
+    same = run_aelab(name, data, n_aelab, device)
+    for r in same:
+        show(r)
+    loops["aelab"] = summary(same, n)
+    if n_compile and compile_check:
+        log(f"[{name}] aelab --compile, {n_compile} epochs (the first holds compilation)")
+        recs = run_aelab(name, data, n_compile, device, compile=True)
+        loops["aelab_compile"] = summary(recs, n, skip_first=True)
+        loops["aelab_compile"]["first_epoch_seconds"] = recs[0]["seconds"]
+
+    # time to quality: wall time until aelab's test metric reaches the baseline's after its last epoch
+    ttq = {"target": target, "target_epochs": len(base), "baseline_seconds": sum(r["seconds"] for r in base),
+           "counted": "aelab: training + its per-epoch evaluation; baseline: training only"}
+    if n_recipe:
+        log(f"[{name}] aelab time-to-quality recipe {RECIPES[name]}, at most {n_recipe} epochs")
+        recs = run_aelab(name, data, n_recipe, device, stop_at=target, **RECIPES[name])
+        for r in recs:
+            show(r)
+        ttq["recipe"] = RECIPES[name]
+    else:  # no separate run in this plan: the same-settings run is the recipe
+        recs, ttq["recipe"] = same, {"lr": 1e-3}
+    ttq["aelab_seconds"] = time_to(recs, target, with_eval=True)
+    ttq["epochs"] = next((r["epoch"] for r in recs if r["test_metric"] <= target), None)
+    ttq["epochs_run"] = len(recs)
+    if ttq["aelab_seconds"] is not None:
+        ttq["fraction_of_baseline"] = ttq["aelab_seconds"] / ttq["baseline_seconds"]
+    result["time_to_quality"] = ttq
+
+    base_sps = loops["baseline"]["samples_per_second"]
+    for loop in loops.values():
+        loop["ratio"] = loop["samples_per_second"] / base_sps
+        loop["fraction_of_step_bound"] = result["bound_seconds_per_epoch"] / loop["seconds_per_epoch"]
+        loop["achieved_gflops"] = result["flops_per_epoch"] / loop["seconds_per_epoch"] / 1e9
+        loop["fraction_of_gemm_peak"] = loop["achieved_gflops"] / peak["gflops"]
+    result["loops"] = loops
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ report
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"{m['cpu']}, {m['threads']} threads, {m.get('gpu', 'no GPU')}; torch {m['torch']}; "
+             f"{report['dataset']} ({report['n_train']:,} training images); load average before / after: "
+             f"{report['load_before']} / {report.get('load_after')}; square float32 matmul "
+             f"({report['gemm']['n']}^3): {report['gemm']['gflops']:.0f} GFLOP/s.", "",
+             "| model | loop | epochs | s/epoch | samples/s | vs baseline | test metric | of step bound "
+             "| GFLOP/s | time to quality |", "|---|---|---|---|---|---|---|---|---|---|"]
+    names = {"baseline": "DataLoader loop", "aelab": "aelab", "aelab_compile": "aelab, compile"}
+    for model, res in report["models"].items():
+        ttq = res["time_to_quality"]
+        for key, loop in res["loops"].items():
+            quality = ""
+            if key == "baseline":
+                quality = f"{ttq['baseline_seconds']:.1f} s to {ttq['target']:.4g} ({ttq['target_epochs']} epochs)"
+            elif key == "aelab" and ttq.get("aelab_seconds") is not None:
+                recipe = ", ".join(f"{k} {v:g}" for k, v in ttq["recipe"].items())
+                quality = (f"{ttq['aelab_seconds']:.1f} s = {ttq['fraction_of_baseline']:.2f} of baseline "
+                           f"({ttq['epochs']} epochs, {recipe})")
+            elif key == "aelab":
+                quality = f"not reached in {ttq['epochs_run']} epochs"
+            lines.append(f"| {model} | {names[key]} | {loop['epochs']} | {loop['seconds_per_epoch']:.2f} | "
+                         f"{loop['samples_per_second']:,.0f} | {loop['ratio']:.2f}x | {loop['test_metric']:.5g} | "
+                         f"{loop['fraction_of_step_bound']:.0%} | {loop['achieved_gflops']:.0f} | {quality} |")
+    units = ", ".join(f"{k}: {v['unit']}" for k, v in report["models"].items())
+    lines += ["", f"Test metric: {units}. \"of step bound\": the seconds the step's own matrix multiplies and "
+              "convolutions take alone, replayed back to back, over the measured epoch."]
+    rss = report.get("peak_rss", {})
+    if "peak_rss_mb" in rss:
+        lines.append(f"Peak resident memory of `aelab train` (dense, full MNIST, one epoch): {rss['peak_rss_mb']:.0f} MB.")
+    return "\n".join(lines) + "\n"
+
+
+def write(report: dict, out: str | None) -> None:
+    if out:
+        Path(out).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="mnist5k and fewer epochs: about a minute")
+    p.add_argument("--plan", choices=sorted(PLANS), default=None, help="full (default), quick, or gpu")
+    p.add_argument("--models", default="dense,vae,conv", help="comma-separated subset of dense,vae,conv")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--data-dir", default=None, help="folder holding mnist/ (default ../shared/data)")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile runs")
+    p.add_argument("--no-rss", action="store_true", help="skip the peak-memory subprocess")
+    p.add_argument("--out", default=None, help="write the JSON here (after each model) instead of stdout")
+    p.add_argument("--markdown", default=None, help="also write the Markdown table here")
+    args = p.parse_args(argv)
+
+    plan = args.plan or ("quick" if args.quick else "full")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    for name in models:
+        if name not in MODELS:
+            p.error(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    device = resolve_device(args.device)
+    data = load_data(plan, args.data_dir)
+    report = {"plan": plan, "dataset": data.name, "n_train": len(data.x_train), "machine": machine(device),
+              "load_before": load_average(), "recipes": {k: RECIPES[k] for k in models}}
+    log(f"speed benchmark: {plan} plan on {device}, {data.name}, load average {report['load_before']}")
+    report["gemm"] = hardware.gemm_gflops(device)
+    log(f"square float32 matmul: {report['gemm']['gflops']:.0f} GFLOP/s")
+    report["models"] = {}
+    for name in models:
+        t0 = time.perf_counter()
+        report["models"][name] = bench_model(name, data, device, PLANS[plan][name], report["gemm"],
+                                             compile_check=not args.no_compile)
+        report["models"][name]["benchmark_seconds"] = time.perf_counter() - t0
+        log(f"[{name}] done in {time.perf_counter() - t0:.0f} s")
+        write(report, args.out)  # a run cut short still leaves the models done so far
+    if not args.no_rss and device.type == "cpu":
+        report["peak_rss"] = peak_rss(args.data_dir)
+    report["load_after"] = load_average()
+    write(report, args.out)
+    if not args.out:
+        print(json.dumps(report, indent=2))
+    table = markdown(report)
+    log("\n" + table)
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""Self-contained HTML reports: one file with the figures embedded (base64 PNGs), inline CSS, no
+scripts and no network: it opens from a USB stick or an e-mail attachment.
+
+- :func:`write_run_report`: ``RUN/report.html``, the config, the metrics of ``evaluation.json``
+  (evaluated first when missing or stale) and every figure that applies to the run.
+- :func:`write_comparison_report`: several runs on one page: one metrics table, the same test
+  digits reconstructed by each run, a bar chart of the metrics and every run's latent map.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+from pathlib import Path
+
+from ..errors import AelabError
+from ..evaluation import METRIC_KEYS, evaluate_run, read_evaluation
+from ..evaluation.compare import DESCRIPTIONS, fmt
+from .latent import DEFAULT_POINTS
+
+REPORT = "report.html"
+LOWER_IS_BETTER = {"test_mse", "test_bce", "neg_elbo", "iwae_nll"}
+HIGHER_IS_BETTER = {"linear_probe_accuracy", "knn_accuracy"}
+EXPLAIN = {
+    "test_mse": "mean squared error per pixel between test images and their reconstructions",
+    "test_bce": "binary cross-entropy of the reconstructions, nats per image",
+    "neg_elbo": "negative evidence lower bound on the test set, nats per image (a bound on -log p(x))",
+    "iwae_nll": "importance-weighted estimate of -log p(x), nats per image (tighter than the ELBO)",
+    "iwae_samples": "importance samples per image behind iwae_nll",
+    "linear_probe_accuracy": "test accuracy of a logistic regression reading the label off the code",
+    "knn_accuracy": "test accuracy of a 5-nearest-neighbour classifier on the codes",
+    "active_units_mean": "units with |z| > 0.01 on an average test sample",
+    "dead_fraction": "fraction of units never active on the test set",
+    "hoyer": "Hoyer sparsity of the codes: 0 all units equal, 1 a single active unit",
+}
+CSS = """
+body{font:15px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d2329;background:#f4f5f7;margin:0}
+main{max-width:1180px;margin:0 auto;padding:24px 28px 60px}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:34px 0 10px;border-bottom:2px solid #dde1e6;padding-bottom:4px}
+h3{font-size:16px;margin:0 0 6px}.sub{color:#5b6570;margin:0 0 14px}
+nav a{margin-right:14px;color:#2458a6;text-decoration:none}
+table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0001;font-size:14px}
+th,td{padding:5px 12px;text-align:left;border-bottom:1px solid #e6e9ed}th{background:#eef1f4;font-weight:600}
+td.num{text-align:right;font-variant-numeric:tabular-nums;font-family:ui-monospace,Menlo,Consolas,monospace}
+td.note{color:#5b6570;font-size:13px}tr:nth-child(even) td{background:#fafbfc}td.best{font-weight:700;color:#0b6b2c}
+figure{background:#fff;margin:16px 0;padding:14px 16px;box-shadow:0 1px 2px #0001;border-radius:4px}
+figure img{max-width:100%;height:auto;display:block;margin:6px auto}
+figcaption{color:#4a535c;font-size:14px}.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:14px}
+.grid figure{margin:0}.notes{color:#5b6570;font-size:13px}.cols{columns:3 280px}
+"""
+
+
+def embed_png(path: str | Path) -> str:
+    """The PNG at ``path`` as a ``data:`` URI, for an ``<img src>`` that needs no file beside the page."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _figure(path: Path, title: str, caption: str = "", fig_id: str = "") -> str:
+    ident = f' id="{_e(fig_id)}"' if fig_id else ""
+    cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
+    return (f'<figure{ident}><h3>{_e(title)}</h3><img alt="{_e(title)}" data-file="{_e(path.name)}" '
+            f'src="{embed_png(path)}">{cap}</figure>')
+
+
+def _table(header: list[str], rows: list[list], numeric_from: int | None = 1, best: dict | None = None) -> str:
+    """An HTML table; cells from column ``numeric_from`` on (None: none) are right-aligned as numbers;
+    ``best`` marks cells {(row, col): True} as the best of their column."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cells = []
+        for j, cell in enumerate(row):
+            cls = ["num"] if numeric_from is not None and j >= numeric_from else []
+            if best and best.get((i, j)):
+                cls.append("best")
+            cells.append(f'<td class="{" ".join(cls)}">{_e(cell)}</td>' if cls else f"<td>{_e(cell)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _page(title: str, body: str) -> str:
+    from .. import __version__
+
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_e(title)}</title><style>{CSS}</style></head>\n<body><main>\n{body}\n"
+            f'<p class="notes">Written by aelab {_e(__version__)} on {stamp}. One self-contained file: '
+            f"the figures are embedded.</p></main></body></html>\n")
+
+
+def _write(path: Path, text: str) -> Path:
+    from ..training.checkpoint import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+    return path
+
+
+def ensure_evaluation(run_dir: Path, data=None, *, progress: bool = False, log=None) -> dict:
+    """The run's up-to-date ``evaluation.json``; evaluated now (and written) when missing or stale."""
+    values = read_evaluation(run_dir)
+    if values is None:
+        if log:
+            log(f"evaluating {run_dir} ...")
+        values = evaluate_run(run_dir, data=data, progress=progress)
+    return values
+
+
+def metric_rows(evaluation: dict) -> list[list[str]]:
+    """The rows (metric, value, unit, better, meaning) of a run's metrics table."""
+    rows = []
+    for key in METRIC_KEYS:
+        if key not in evaluation:
+            continue
+        unit = DESCRIPTIONS.get(key, "")
+        if key == "active_units_mean" and "latent_dim" in evaluation:
+            unit = f"of {evaluation['latent_dim']} units"
+        better = "lower" if key in LOWER_IS_BETTER else "higher" if key in HIGHER_IS_BETTER else ""
+        rows.append([key, fmt(evaluation[key]), unit, better, EXPLAIN.get(key, "")])
+    return rows
+
+
+def _load_data(cfg, data):
+    if data is not None:
+        return data
+    from ..data.datasets import load_dataset
+
+    return load_dataset(cfg.dataset, cfg.data_dir)
+
+
+# ------------------------------------------------------------------------------------------------ one run
+def write_run_report(run, data=None, *, method: str = "tsne", n_points: int | None = DEFAULT_POINTS,
+                     redraw: bool = True, progress: bool = True, log=print) -> Path:
+    """Write ``RUN/report.html`` for a run folder (or a :class:`aelab.Run`) and return its path.
+
+    ``data`` defaults to the run's own dataset. The metrics come from ``evaluation.json`` (evaluated
+    first when missing or older than the weights). With ``redraw`` every figure that applies is drawn
+    again (the latent map by ``method`` on ``n_points`` codes); without it the figures already in
+    the folder are used.
+    """
+    from ..runs import Run, open_run
+    from .run_figures import figure_paths, write_run_figures
+
+    run = run if isinstance(run, Run) and run.model is not None else open_run(run.path if isinstance(run, Run) else run)
+    data = _load_data(run.config, data)
+    evaluation = ensure_evaluation(run.path, data, progress=progress, log=log)
+    if redraw:
+        write_run_figures(run, data, method=method, n_points=n_points, log=log)
+    cfg, hist = run.config, run.history
+    params = sum(p.numel() for p in run.model.parameters())
+    seconds = sum(r.get("seconds", 0.0) for r in hist)
+    figures = figure_paths(run.path)
+    parts = [f"<h1>{_e(run.path.name)}</h1>",
+             f'<p class="sub">{_e(cfg.model)} autoencoder on {_e(data.name)}: {len(hist)} epochs, '
+             f"{params:,} parameters, latent size {_e(run.model.latent_dim)}, {seconds:.1f} s of training</p>",
+             '<nav><a href="#metrics">metrics</a><a href="#figures">figures</a><a href="#training">training</a>'
+             '<a href="#config">config</a></nav>',
+             '<h2 id="metrics">Metrics on the test set</h2>',
+             _table(["metric", "value", "unit", "better", "what it measures"], metric_rows(evaluation),
+                    numeric_from=None)]
+    detail = [f"{evaluation.get('test_samples', '?')} test samples"]
+    if "probe_train_samples" in evaluation:
+        detail.append(f"probes fitted on {evaluation['probe_train_samples']:,} train codes")
+    if evaluation.get("binarized"):
+        detail.append("likelihoods on binarized test images")
+    detail += list(evaluation.get("notes", []))
+    parts.append(f'<p class="notes">{_e("; ".join(detail))}. From evaluation.json (aelab evaluate).</p>')
+    parts.append('<h2 id="figures">Figures</h2>')
+    parts += [_figure(p, t, c, fig_id=p.stem) for p, t, c in figures]
+    parts.append('<h2 id="training">Training, epoch by epoch</h2>')
+    keys = [k for k in ("train_loss", "test_loss") if hist and k in hist[0]]
+    keys += sorted({k for r in hist for k in r if k.startswith(("train_", "test_")) and k not in keys})
+    rows = [[r["epoch"], *[fmt(r.get(k)) for k in keys], f"{r.get('seconds', 0):.1f}"] for r in hist]
+    parts.append(_table(["epoch", *keys, "seconds"], rows))
+    parts.append('<h2 id="config">Configuration</h2><div class="cols">')
+    parts.append(_table(["setting", "value"], [[k, "default" if v is None else v] for k, v in cfg.to_dict().items()],
+                        numeric_from=None))
+    parts.append("</div>")
+    return _write(run.path / REPORT, _page(f"aelab: {run.path.name}", "\n".join(parts)))
+
+
+# ------------------------------------------------------------------------------------------------ comparison
+def run_names(run_dirs: list[Path]) -> list[str]:
+    """Short unique names: the folder name, with its parent when two runs share a name."""
+    names = [p.name for p in run_dirs]
+    return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in run_dirs]
+
+
+def write_comparison_report(run_dirs, html_path, data=None, *, method: str = "tsne",
+                            n_points: int | None = DEFAULT_POINTS, progress: bool = False, log=print) -> Path:
+    """Write one HTML page comparing the runs in ``run_dirs`` and return its path.
+
+    Runs without an up-to-date ``evaluation.json`` are evaluated first, runs without a latent map get
+    one (``method``, ``n_points``). ``data`` (default: each run's own dataset) feeds the side-by-side
+    reconstructions, drawn for the runs that share the first run's dataset. Two PNGs are written
+    beside the page (``<name>-reconstructions.png``, ``<name>-metrics.png``).
+    """
+    from ..runs import open_run
+    from .figures import plot_metric_bars, plot_reconstruction_comparison
+    from .latent import plot_latent_map
+    from .run_figures import class_balanced_indices
+
+    from ..data.batches import as_float
+    from ..evaluation import encode_all
+
+    run_dirs = [Path(r) for r in run_dirs]
+    if not run_dirs:
+        raise AelabError("give at least one run folder to compare")
+    html_path = Path(html_path)
+    if html_path.suffix.lower() not in (".html", ".htm"):
+        raise AelabError(f"the comparison report is an HTML file; name it like {html_path.with_suffix('.html')}")
+    runs = [open_run(r) for r in run_dirs]
+    names = run_names(run_dirs)
+    datasets: dict[str, object] = {}
+    for run in runs:
+        if data is None and run.config.dataset not in datasets:
+            datasets[run.config.dataset] = _load_data(run.config, None)
+    data_of = (lambda run: data) if data is not None else (lambda run: datasets[run.config.dataset])
+    evals = [ensure_evaluation(run.path, data_of(run), progress=progress, log=log) for run in runs]
+
+    for run, name in zip(runs, names):  # every run needs a latent map for the last section
+        if not (run.path / "latent.png").is_file():
+            d = data_of(run)
+            codes = encode_all(run.model, d.x_test)
+            plot_latent_map(codes, d.y_test, run.path / "latent.png", method=method, n_points=n_points,
+                            seed=run.config.seed, classes=d.classes, title=run.config.model, log=log)
+
+    stem = html_path.with_suffix("")
+    first = data_of(runs[0])
+    same = [i for i, run in enumerate(runs)
+            if data_of(run) is first and run.model.input_shape == tuple(first.input_shape)]
+    parts = [f"<h1>Comparing {len(runs)} runs</h1>",
+             f'<p class="sub">{_e(", ".join(names))}</p>',
+             '<nav><a href="#metrics">metrics</a><a href="#reconstructions">reconstructions</a>'
+             '<a href="#maps">latent maps</a><a href="#settings">settings</a></nav>',
+             '<h2 id="metrics">Metrics on the test set</h2>', _comparison_table(runs, names, evals)]
+    ks = {e.get("iwae_samples") for e in evals if "iwae_samples" in e}
+    if ks:
+        parts.append(f'<p class="notes">iwae_nll with K = {", ".join(str(k) for k in sorted(ks))} importance '
+                     f"samples. Best value in each column in bold green.</p>")
+    parts.append('<h2 id="reconstructions">The same test digits, reconstructed by each run</h2>')
+    if len(first.input_shape) == 3:
+        pick = class_balanced_indices(first.y_test, 10)
+        fig = plot_reconstruction_comparison({names[i]: runs[i].model for i in same}, as_float(first.x_test[pick]),
+                                             Path(f"{stem}-reconstructions.png"), n=10)
+        skipped = [names[i] for i in range(len(runs)) if i not in same]
+        note = f"Not shown (another dataset): {', '.join(skipped)}." if skipped else ""
+        parts.append(_figure(fig, f"Reconstructions of {first.name} test digits", "Top row: the test images. "
+                             "Each row below: one run's reconstruction of them. " + note, "reconstructions"))
+    else:
+        parts.append('<p class="notes">The data are not images; no reconstructions to show.</p>')
+    metrics = {n: {k: e[k] for k in METRIC_KEYS if k in e and k != "iwae_samples"} for n, e in zip(names, evals)}
+    bars = plot_metric_bars(metrics, Path(f"{stem}-metrics.png"), keys=[k for k in METRIC_KEYS if k != "iwae_samples"],
+                            lower_is_better=LOWER_IS_BETTER, higher_is_better=HIGHER_IS_BETTER)
+    parts.append(_figure(bars, "Metrics side by side", "One panel per metric; a missing bar (n/a) means the "
+                         "metric does not apply to that model (likelihoods are for variational models).", "bars"))
+    parts.append('<h2 id="maps">Latent maps</h2><div class="grid">')
+    parts += [_figure(run.path / "latent.png", name, f"{run.config.model}, latent size {run.model.latent_dim}")
+              for run, name in zip(runs, names)]
+    parts.append("</div>")
+    parts.append('<h2 id="settings">Settings that differ between runs</h2>')
+    parts.append(_settings_table(runs, names))
+    return _write(html_path, _page(f"aelab: comparing {len(runs)} runs", "\n".join(parts)))
+
+
+def _comparison_table(runs, names, evals) -> str:
+    keys = [k for k in METRIC_KEYS if k != "iwae_samples" and any(k in e for e in evals)]
+    header = ["run", "model", "latent", "epochs", "train s", *keys]
+    rows, best = [], {}
+    for i, (run, name, e) in enumerate(zip(runs, names, evals)):
+        secs = sum(r.get("seconds", 0.0) for r in run.history)
+        rows.append([name, run.config.model, run.model.latent_dim, len(run.history), f"{secs:.1f}",
+                     *[fmt(e.get(k)) for k in keys]])
+    for j, key in enumerate(keys, start=5):
+        values = [(e[key], i) for i, e in enumerate(evals) if isinstance(e.get(key), (int, float))]
+        if len(values) > 1 and key in LOWER_IS_BETTER | HIGHER_IS_BETTER:
+            pick = min(values) if key in LOWER_IS_BETTER else max(values)
+            best[(pick[1], j)] = True
+    return _table(header, rows, numeric_from=2, best=best)
+
+
+def _settings_table(runs, names) -> str:
+    configs = [run.config.to_dict() for run in runs]
+    keys = [k for k in configs[0] if k != "out" and len({repr(c.get(k)) for c in configs}) > 1]
+    if not keys:
+        return '<p class="notes">None: every run has the same settings.</p>'
+    rows = [[k, *["default" if c.get(k) is None else c.get(k) for c in configs]] for k in keys]
+    return _table(["setting", *names], rows, numeric_from=None)
+
+
+__all__ = ["REPORT", "embed_png", "ensure_evaluation", "write_comparison_report", "write_run_report"]

@@ -1,0 +1,122 @@
+"""Every figure that applies to a run, written into its folder: the catalogue the report reads.
+
+Which figures apply is decided by what the model can do and what the data is, never by the
+model's name: images get reconstructions and unit pictures, a model with ``sample``/``interpolate``
+gets samples and interpolations (and the manifold for a 2-D latent), every model gets the latent map
+and the code figures.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.batches import as_float
+from ..evaluation import encode_all, firing_rates
+from .figures import device_of, plot_loss_curves, plot_reconstructions
+from .generative import is_generative, plot_interpolations, plot_manifold, plot_samples
+from .latent import DEFAULT_POINTS, plot_latent_map
+from .units import (decoder_starts_linear, plot_code_heatmap, plot_code_histogram, plot_firing_rates,
+                    plot_top_activations, plot_unit_features, typical_scale, unit_features, unit_order)
+
+# (file, title, caption) in the order the report shows them
+FIGURES = [
+    ("loss.png", "Loss curves",
+     "Train and test loss per epoch, and each named term of the loss. Test below or close to train: the "
+     "model generalises; test rising while train falls: it is overfitting."),
+    ("reconstructions.png", "Reconstructions",
+     "Test digits (top) and what the model makes of them after squeezing each through its code (bottom)."),
+    ("latent.png", "The latent space as a map",
+     "Test codes projected to two dimensions, coloured by the label the model never saw. Clusters by "
+     "digit mean the code separates the classes without labels."),
+    ("samples.png", "Samples from the prior",
+     "Images decoded from random codes drawn from the prior N(0, I): what the model generates."),
+    ("interpolations.png", "Interpolations",
+     "The codes on the straight line between two test images, decoded: a smooth morph means a smooth latent space."),
+    ("manifold.png", "The decoded manifold",
+     "A grid of 2-D codes, each decoded: the whole map of what this 2-D latent space holds."),
+    ("unit_features.png", "What each unit draws",
+     "decode(one-hot code) - decode(zero code) for each unit, at a typical strong activation: red adds ink, "
+     "blue removes it. A sparse model's units look like pen strokes; a dense model's like global patterns."),
+    ("top_activations.png", "Images that drive each unit",
+     "For the busiest units, the test images with the largest activation of that unit."),
+    ("code_histogram.png", "Code activations",
+     "Every activation of every unit on the test set. A sparse code piles up at zero."),
+    ("code_heatmap.png", "Codes of a few samples",
+     "Rows are test samples, columns units. A sparse code is mostly dark with a few bright units per row."),
+    ("firing_rates.png", "Firing rates",
+     "How often each unit is active (|z| > 0.01) on the test set, busiest first; dead units never fire."),
+]
+TRAIN_END = dict(method="tsne", n_points=1000)  # the map at the end of `aelab train`: fewer points, seconds
+
+
+def class_balanced_indices(y: torch.Tensor | None, n: int) -> torch.Tensor:
+    """``n`` indices taking the first sample of each class in turn (0, 1, ..., 9, 0, 1, ...); the first ``n``
+    without labels."""
+    if y is None:
+        return torch.arange(n)
+    y = y.cpu()
+    by_class = [(y == c).nonzero().flatten() for c in torch.unique(y).tolist()]
+    picks = [int(idx[rank]) for rank in range(n) for idx in by_class if rank < len(idx)]
+    return torch.tensor(picks[:n], dtype=torch.long)
+
+
+def write_run_figures(run, data, *, method: str = "tsne", n_points: int | None = DEFAULT_POINTS, log=None
+                      ) -> dict[str, Path]:
+    """Write every figure that applies to ``run`` (a :class:`aelab.Run` with its model) on ``data``'s test
+    set into the run folder; return ``{file name: path}``. ``method``/``n_points`` set the latent map."""
+    model, out, name = run.model, Path(run.path), run.config.model
+    model.eval()
+    device = device_of(model)
+    images = len(data.input_shape) == 3
+    y = data.y_test
+    classes = data.classes
+    x = data.x_test
+    written: dict[str, Path] = {}
+
+    def add(fname, fn, *args, **kwargs):
+        written[fname] = fn(*args, out / fname, **kwargs)
+
+    if run.history:
+        add("loss.png", plot_loss_curves, run.history, title=f"{name} loss")
+    codes = encode_all(model, x.to(device)).cpu()  # (N, D)
+    rates = firing_rates(codes)
+    pick = class_balanced_indices(y, 20)
+    if images:
+        add("reconstructions.png", plot_reconstructions, model, as_float(x[pick[:10]]))
+    add("latent.png", plot_latent_map, codes, y, method=method, n_points=n_points, seed=run.config.seed,
+        classes=classes, title=name, log=log)
+    if images and is_generative(model):
+        add("samples.png", plot_samples, model, seed=run.config.seed, title=f"{name}: samples from the prior")
+        # five pairs of different classes when there are labels: 0 -> 1, 2 -> 3, ...
+        starts, ends = as_float(x[pick[0:10:2]]), as_float(x[pick[1:10:2]])
+        labels = None
+        if y is not None:
+            names = [classes[int(v)] if classes else str(int(v)) for v in y[pick[:10]].tolist()]
+            labels = [f"{a} to {b}" for a, b in zip(names[0::2], names[1::2])]
+        add("interpolations.png", plot_interpolations, model, starts, ends, labels=labels)
+        if model.latent_dim == 2:
+            add("manifold.png", plot_manifold, model)
+    dead = rates == 0
+    order = unit_order(rates)
+    features = None
+    if images and decoder_starts_linear(model):
+        features = unit_features(model, typical_scale(codes))
+        add("unit_features.png", plot_unit_features, features, units=order[:100], dead=dead.numpy(), title=name)
+    if images:
+        alive = [u for u in order if not dead[u]] or list(order)
+        add("top_activations.png", plot_top_activations, codes, as_float(x), units=alive[:10], features=features, title=name)
+    add("code_histogram.png", plot_code_histogram, codes, title=name)
+    add("code_heatmap.png", plot_code_heatmap, codes[pick], labels=None if y is None else y[pick], classes=classes,
+        title=name)
+    add("firing_rates.png", plot_firing_rates, rates, title=name)
+    return written
+
+
+def figure_paths(run_dir) -> list[tuple[Path, str, str]]:
+    """The catalogued figures present in ``run_dir``, in report order: (path, title, caption)."""
+    return [(Path(run_dir) / f, t, c) for f, t, c in FIGURES if (Path(run_dir) / f).is_file()]
+
+
+__all__ = ["FIGURES", "TRAIN_END", "class_balanced_indices", "figure_paths", "write_run_figures"]
