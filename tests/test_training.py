@@ -70,3 +70,17 @@ def test_metrics_lines_have_contract_keys(small_mnist, tmp_path):
     for key in ("epoch", "train_loss", "test_loss", "seconds", "samples_per_second"):
         assert key in rec
     assert rec["samples_per_second"] > 0 and rec["train_recon"] == pytest.approx(rec["train_loss"])
+
+
+def test_resume_with_a_new_learning_rate_uses_it(small_mnist, tmp_path):
+    common = dict(progress=False, log=None, report=False, latent_dim=2, hidden_dims=[8])
+    aelab.train("dense", small_mnist, out=tmp_path / "r", epochs=1, lr=1e-3, **common)
+    from aelab.config import RunConfig
+    from aelab.training import Trainer
+
+    cfg = RunConfig.load(tmp_path / "r" / "config.json")
+    cfg.lr, cfg.epochs = 0.05, 2
+    model = aelab.build_model("dense", latent_dim=2, hidden_dims=[8])
+    trainer = Trainer(model, small_mnist, cfg, tmp_path / "r", progress=False, log=None)
+    assert trainer.load_checkpoint()
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [0.05]

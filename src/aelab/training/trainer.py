@@ -164,6 +164,8 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            for group in self.optimizer.param_groups:  # `--resume --lr X` means X from now on
+                group["lr"], group["weight_decay"] = self.cfg.lr, self.cfg.weight_decay
             torch.set_rng_state(state["rng_torch"].cpu())
             if state["rng_cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
