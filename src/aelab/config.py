@@ -44,6 +44,7 @@ class RunConfig:
     epochs: int = 10  # passes over the training set
     batch_size: int = 128  # samples per step
     lr: float = 1e-3  # Adam learning rate
+    lr_schedule: str = "constant"  # "constant", or "cosine": from lr down to 0 over the run's epochs, per step
     weight_decay: float = 0.0  # Adam weight decay
     grad_clip: float | None = None  # clip the gradient norm to this value; None = no clipping
     seed: int = 0  # seeds weights, shuffling and sampling
@@ -68,7 +69,7 @@ class RunConfig:
         need(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
              f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.hidden_dims is not None:
-            need(len(self.hidden_dims) > 0 and all(h >= 1 for h in self.hidden_dims),
+            need(all(h >= 1 for h in self.hidden_dims),  # [] = no hidden layer (a linear encoder and decoder)
                  f"hidden_dims must be positive sizes like 256,128, got {self.hidden_dims}")
         need(self.loss in (None, "mse", "bce"), f"loss must be 'mse' or 'bce', got '{self.loss}'")
         need(self.penalty in ("kl", "l1", "topk"), f"penalty must be 'kl', 'l1' or 'topk', got '{self.penalty}'")
@@ -81,6 +82,8 @@ class RunConfig:
             need(self.k <= (self.latent_dim or 256),
                  f"k ({self.k}) cannot exceed latent_dim ({self.latent_dim or 256}); lower --k or raise --latent-dim")
         need(math.isfinite(self.beta) and self.beta >= 0, f"beta must be >= 0, got {self.beta}")
+        need(self.lr_schedule in ("constant", "cosine"),
+             f"lr_schedule must be 'constant' or 'cosine', got '{self.lr_schedule}'")
         need(self.precision in ("auto", "fp32", "bf16"),
              f"precision must be 'auto', 'fp32' or 'bf16', got '{self.precision}'")
         need(self.kl_warmup >= 0, f"kl_warmup must be >= 0 epochs, got {self.kl_warmup}")
