@@ -153,9 +153,10 @@ def run_baseline(kind: str, data, epochs: int, device: torch.device, seed: int =
     torch.manual_seed(seed)
     model = BUILD[kind]().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    pin = device.type == "cuda"
-    train_loader = DataLoader(ImageDataset(data.x_train.cpu()), batch_size=128, shuffle=True, pin_memory=pin)
-    test_loader = DataLoader(ImageDataset(data.x_test.cpu()), batch_size=128, shuffle=False, pin_memory=pin)
+    # on a GPU, pytorch/examples adds {'num_workers': 1, 'pin_memory': True}; on a CPU, nothing
+    extra = {"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}
+    train_loader = DataLoader(ImageDataset(data.x_train.cpu()), batch_size=128, shuffle=True, **extra)
+    test_loader = DataLoader(ImageDataset(data.x_test.cpu()), batch_size=128, shuffle=False, **extra)
     records = []
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()

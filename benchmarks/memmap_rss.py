@@ -66,9 +66,10 @@ def measure(path: Path, epochs: int, batch_size: int, release: bool, model: dict
     seconds = time.perf_counter() - t0
     peak = _status("VmHWM")
     rows = len(memmap.open_npy(path))  # reads the header only
-    return {"file_mb": round(path.stat().st_size / 2**20, 1), "rows": rows,
-            "epochs": epochs, "batch_size": batch_size, "block_mb": memmap.BLOCK_BYTES / 2**20,
-            "release_pages": release, "hidden_dims": model["hidden_dims"], "latent_dim": model["latent_dim"], "rss_after_imports_mb": round(baseline, 1), "peak_rss_mb": round(peak, 1),
+    return {"file_mb": round(path.stat().st_size / 2**20, 1), "rows": rows, "epochs": epochs,
+            "batch_size": batch_size, "block_mb": memmap.BLOCK_BYTES / 2**20, "release_pages": release,
+            "hidden_dims": model["hidden_dims"], "latent_dim": model["latent_dim"],
+            "rss_after_imports_mb": round(baseline, 1), "peak_rss_mb": round(peak, 1),
             "rss_growth_mb": round(peak - baseline, 1), "seconds": round(seconds, 1),
             "samples_per_second": round(run.last["samples_per_second"]), "test_loss": run.last["test_loss"],
             "torch_threads": torch.get_num_threads()}

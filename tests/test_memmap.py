@@ -57,7 +57,11 @@ def test_take_returns_those_rows_as_float32_reading_only_their_blocks(tmp_path, 
     src = MemmapBatches(tmp_path / "x.npy", 100, 500, block_bytes=data.itemsize * 6 * 64)  # 64 rows a block
     reads = []
     real_read = memmap.read_rows
-    monkeypatch.setattr(memmap, "read_rows", lambda a, lo, hi, out=None: reads.append((lo, hi)) or real_read(a, lo, hi, out))
+    def counted(array, lo, hi, out=None):
+        reads.append((lo, hi))
+        return real_read(array, lo, hi, out)
+
+    monkeypatch.setattr(memmap, "read_rows", counted)
     order = src.epoch_order(seed=0, epoch=1)
     for i in range(0, len(order), 50):  # batches across block edges too
         idx = order[i:i + 50]
@@ -123,15 +127,16 @@ def test_bad_npy_files_get_one_clear_error(tmp_path, make, message):
 
 @pytest.mark.slow
 def test_resident_memory_stays_bounded_on_a_file_larger_than_the_bound(tmp_path):
-    """A 512 MB float32 file (a quarter of the README's 2 GB demonstration, to keep CI short) and a
-    tiny model: training one epoch must raise the peak resident memory by less than 192 MB (the test
-    rows, two blocks and the row order: about 115 MB measured), however large the file."""
-    if shutil.disk_usage(tmp_path).free < 2 * 2**30:
-        pytest.skip("less than 2 GB free in the temporary folder")
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "memmap_rss.py"), "--gb", "0.5", "--dir",
+    """A 1 GiB float32 file (half of the README's 2 GiB demonstration, to keep CI short) and a tiny
+    model: one epoch must raise the peak resident memory by less than 300 MB (the test rows, two
+    blocks, the row order, the evaluation's batches: about 250 MB measured, for 0.5 GiB and 2 GiB
+    alike), where reading the whole file would cost more than 1,000 MB."""
+    if shutil.disk_usage(tmp_path).free < 3 * 2**30:
+        pytest.skip("less than 3 GiB free in the temporary folder")
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "memmap_rss.py"), "--gb", "1", "--dir",
                              str(tmp_path), "--epochs", "1", "--hidden-dims", "32", "--latent-dim", "8"],
                             capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
-    assert report["file_mb"] > 500 and report["rss_growth_mb"] < 192, report
+    assert report["file_mb"] >= 1024 and report["rss_growth_mb"] < 300, report
     assert not list(tmp_path.glob("*.npy"))  # the script removes its file

@@ -84,3 +84,44 @@ def test_resume_with_a_new_learning_rate_uses_it(small_mnist, tmp_path):
     trainer = Trainer(model, small_mnist, cfg, tmp_path / "r", progress=False, log=None)
     assert trainer.load_checkpoint()
     assert [g["lr"] for g in trainer.optimizer.param_groups] == [0.05]
+
+
+def test_signal_during_the_last_step_records_the_epoch(small_mnist, tmp_path):
+    """A stop request that lands in an epoch's last step saves that epoch as complete; resuming then
+    reaches the same weights as a run never stopped."""
+    import math
+    import signal
+
+    from aelab.training import TrainingInterrupted, load_checkpoint
+
+    cfg = RunConfig(epochs=3, batch_size=100, latent_dim=2, hidden_dims=[8], seed=1)
+    steps = math.ceil(len(small_mnist.x_train) / cfg.batch_size)
+
+    torch.manual_seed(0)
+    ref = Trainer(aelab.build_model("dense", latent_dim=2, hidden_dims=[8]), small_mnist, cfg, tmp_path / "ref",
+                  progress=False, log=None)
+    ref.fit()
+
+    torch.manual_seed(0)
+    model = aelab.build_model("dense", latent_dim=2, hidden_dims=[8])
+    trainer = Trainer(model, small_mnist, cfg, tmp_path / "r", progress=False, log=None)
+    calls, forward = [0], model.forward
+
+    def stop_in_last_step(x):
+        calls[0] += 1
+        if calls[0] == steps:
+            trainer._stop_signal = signal.SIGTERM
+        return forward(x)
+
+    model.forward = stop_in_last_step
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()
+    state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1 and "partial" not in state and len(state["history"]) == 1
+
+    model.forward = forward
+    again = Trainer(model, small_mnist, cfg, tmp_path / "r", progress=False, log=None)
+    assert again.load_checkpoint()
+    again.fit()
+    a, b = ref.model.state_dict(), again.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

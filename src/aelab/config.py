@@ -233,7 +233,8 @@ def _inside(path: str, folder: str) -> bool:
 def default_out(cfg: RunConfig, root: str | Path = "runs") -> Path:
     """A fresh run folder name: runs/<model>-<dataset>, then -2, -3, ... if taken."""
     root = Path(root)
-    base = f"{cfg.model}-{cfg.dataset}"
+    dataset = Path(cfg.dataset).stem if cfg.dataset.endswith(".npy") else cfg.dataset  # a file: its name
+    base = f"{cfg.model}-{dataset}"
     candidate, n = root / base, 1
     while candidate.exists():
         n += 1

@@ -48,6 +48,9 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     dims = struct.unpack(f">{ndim}I", data[4:header])
     dtype = np.dtype(_TYPES[code])
     expected = math.prod(dims) * dtype.itemsize  # Python ints: four 2**32 dimensions must not wrap around
+    if math.prod(d for d in dims if d) * dtype.itemsize > 2**47:  # no array can have such a shape, even empty
+        raise AelabError(f"{name} has an impossible header ({'x'.join(map(str, dims))} values); the file is "
+                         f"corrupt, fetch it again")
     got = len(data) - header
     if got < expected:
         raise AelabError(f"{name} is truncated: header promises {'x'.join(map(str, dims))} values "

@@ -104,7 +104,7 @@ class MemmapBatches:
         self.block_rows = max(1, int(block_bytes) // row_bytes)
         self.n_blocks = math.ceil(self.rows / self.block_rows)
         self._blocks: dict[int, torch.Tensor] = {}
-        # block buffers are reused, not freed: freed 32 MiB arrays would stay in the heap, and RSS creep
+        # block buffers are reused rather than reallocated: a fixed two or three for the whole run
         self._free: list[np.ndarray] = []
         self._held: dict[int, np.ndarray] = {}
 

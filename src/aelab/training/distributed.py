@@ -100,7 +100,7 @@ def init(ctx: DistContext | None = None) -> DistContext:
         return ctx
     if not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, ctx.local_world_size)))
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() and dist.is_nccl_available()
     if cuda and ctx.local_rank < torch.cuda.device_count():
         torch.cuda.set_device(ctx.local_rank)
     for var in ("MASTER_ADDR", "MASTER_PORT"):
@@ -153,9 +153,13 @@ def _first_line(exc: BaseException) -> str:
 
 # ------------------------------------------------------------------------------------------ placement
 def rank_device(device: torch.device, world_size: int) -> torch.device:
-    """With several processes, ``cuda`` means this rank's own GPU (set by :func:`init`)."""
+    """With several processes, ``cuda`` (or ``cuda:K``) means this rank's own GPU, ``LOCAL_RANK``."""
     if world_size > 1 and device.type == "cuda":
-        return torch.device("cuda", torch.cuda.current_device())
+        ctx, count = env_context(), torch.cuda.device_count()
+        if ctx.local_rank >= count:
+            raise AelabError(f"{ctx.local_world_size} processes on this node but {count} GPU(s); start one "
+                             f"process per GPU (torchrun --nproc-per-node {count}) or train with --device cpu")
+        return torch.device("cuda", ctx.local_rank)
     return device
 
 
@@ -216,6 +220,14 @@ def first_bad_step(bad_step: torch.Tensor, world_size: int) -> torch.Tensor:
     return torch.where(flag == big, -1, flag)
 
 
+def agree_stop(signum: int | None, device: torch.device) -> int | None:
+    """The stop signal any rank received (None when none did): ranks stop together, at the same step,
+    or a rank still inside a step would wait for the others' gradients until the timeout."""
+    flag = torch.tensor(signum or 0, dtype=torch.int64, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
 def from_rank0(ctx: DistContext, fn, *args, **kwargs):
     """Run ``fn`` on rank 0 alone and hand its result (or its AelabError) to every rank: the decisions
     about the run folder (its name, whether to resume, the saved config) are made once."""
@@ -247,6 +259,6 @@ def check_same(ctx: DistContext, values: list[int], device: torch.device, what: 
                          f"filesystem every node sees, so that every rank reads the same checkpoint")
 
 
-__all__ = ["DEFAULT_TIMEOUT_S", "DistContext", "TIMEOUT_ENV", "all_sum", "check_batch_size", "check_same",
-           "env_context", "first_bad_step", "from_rank0", "init", "is_collective_failure", "rank_device",
-           "seed_rank", "session", "shard", "timeout_seconds", "wrap_model"]
+__all__ = ["DEFAULT_TIMEOUT_S", "DistContext", "TIMEOUT_ENV", "agree_stop", "all_sum", "check_batch_size",
+           "check_same", "env_context", "first_bad_step", "from_rank0", "init", "is_collective_failure",
+           "rank_device", "seed_rank", "session", "shard", "timeout_seconds", "wrap_model"]

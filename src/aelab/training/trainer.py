@@ -68,6 +68,15 @@ def wants_channels_last(model: torch.nn.Module, device: torch.device) -> bool:
     return device.type == "cuda" and any(p.dim() == 4 for p in model.parameters())
 
 
+def scheduled_lr(cfg: RunConfig, epochs_done: float) -> float:
+    """The learning rate after ``epochs_done`` (fractional) epochs: ``cfg.lr`` throughout ("constant"), or
+    half a cosine from ``cfg.lr`` to 0 over ``cfg.epochs`` ("cosine"; Loshchilov & Hutter 2017, without
+    restarts). A function of the position alone, so a resumed run follows the same curve."""
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(epochs_done / cfg.epochs, 1.0)))
+    return cfg.lr
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -204,6 +213,8 @@ class Trainer:
                 self.save_checkpoint()
                 self.write_metrics()
                 self.log(format_record(record, self.cfg.epochs))
+                if self._stop_signal is not None:  # arrived after the epoch's own check: it is saved, stop
+                    raise TrainingInterrupted(self._stop_signal, self.checkpoint_path)
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
@@ -228,6 +239,7 @@ class Trainer:
         bar = tqdm(total=steps, initial=state.step, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
                    disable=None if self.progress and self.rank == 0 else True, dynamic_ncols=True)
         first, acc, names, step_loss = state.step, None, [], None
+        scheduled = cfg.lr_schedule != "constant"
         last_show, t0 = time.perf_counter(), time.perf_counter()
         for i in range(state.step, steps):
             xb = source.take(order[i * bs:(i + 1) * bs])
@@ -240,6 +252,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             self._after_backward()
+            if scheduled:
+                for group in self.optimizer.param_groups:  # a Python float: no device work
+                    group["lr"] = scheduled_lr(cfg, epoch - 1 + i / steps)
             self.optimizer.step()
             n = xb.shape[0]
             # the loss and its terms as one vector: two small device ops a step, whatever the terms
@@ -257,7 +272,7 @@ class Trainer:
             if self.progress and time.perf_counter() - last_show > 0.5:  # a host read, twice a second at most
                 bar.set_postfix(loss=f"{loss.item():.4g}")
                 last_show = time.perf_counter()
-            if self._stop_signal is not None:
+            if self._stop_signal is not None and self.world_size == 1:  # several ranks stop together (below)
                 break
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -273,11 +288,13 @@ class Trainer:
                 f"the loss became NaN or infinite at epoch {epoch}, step {bad + 1}: the learning rate ({cfg.lr:g}) is "
                 f"likely too high or the data holds extreme values; lower --lr or pass --grad-clip 1.0 "
                 f"(the last good checkpoint, epoch {self.epoch}, is kept in {self.checkpoint_path})")
-        if self._stop_signal is not None:
-            self.save_checkpoint(partial=state if state.step < steps else None)
-            if state.step >= steps:  # the epoch happened to be complete: record it properly
-                self._partial = None
+        if self.world_size > 1:  # a signal on any rank stops them all after this epoch, saved as usual (fit)
+            self._stop_signal = distributed.agree_stop(self._stop_signal, self.device)
+        elif self._stop_signal is not None and state.step < steps:  # mid-epoch: save where we are and stop
+            self.save_checkpoint(partial=state)
             raise TrainingInterrupted(self._stop_signal, self.checkpoint_path)
+        # (a signal during the epoch's last step: the epoch is complete, so it is recorded and saved as usual
+        # and fit() stops right after)
         sums = self._reduce(state.sums, state.seen)
         record = {"epoch": epoch, "train_loss": sums.pop("loss")}
         record.update({f"train_{k}": v for k, v in sums.items()})

@@ -32,10 +32,14 @@ def device_of(model) -> torch.device:
 
 
 def plot_loss_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
-    """Train and test loss per epoch, and every named term (reconstruction, KL, sparsity) beside it."""
+    """Train and test loss per epoch, and every named term (reconstruction, KL, sparsity) beside it
+    (a term equal to the loss itself gets no panel of its own). 4.2 x 3.4 inches per panel."""
     epochs = [r["epoch"] for r in history]
     terms = sorted({k[len("train_"):] for r in history for k in r
                     if k.startswith("train_") and k != "train_loss"})
+    # a term that is the whole loss (the reconstruction of a plain autoencoder) would repeat the first panel
+    terms = [t for t in terms if any(abs(r.get(f"train_{t}", 0.0) - r["train_loss"]) > 1e-9 * max(1.0, abs(r["train_loss"]))
+                                     for r in history)]
     panels = 1 + len(terms)
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), squeeze=False)
     for ax, name in zip(axes[0], ["loss", *terms]):
@@ -149,6 +153,8 @@ def plot_metric_bars(metrics: dict[str, dict], path: str | Path, keys: list[str]
         ax.set_xticks(range(len(runs)), runs, rotation=20 if len(runs) > 3 else 0, ha="right" if len(runs) > 3 else "center",
                       fontsize=8)
         ax.margins(y=0.18)
+        if not any(heights):  # all zero (no dead units, say): a 0..1 axis, not matplotlib's -0.06..0.06
+            ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")

@@ -28,7 +28,7 @@ def plot_samples(model, path: str | Path, n: int = 64, seed: int = 0, title: str
         images = as_images(model.sample(n, generator=g))
     model.train(was)
     ncols = int(np.ceil(np.sqrt(n)))
-    side = 0.6 * ncols
+    side = max(4.0, 0.6 * ncols)
     fig, ax = plt.subplots(figsize=(side, side + 0.4))
     ax.imshow(mosaic(images, ncols), cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
@@ -54,8 +54,11 @@ def plot_interpolations(model, starts: torch.Tensor, ends: torch.Tensor, path: s
             rows.append(np.concatenate([as_images(a[None]), path_images, as_images(b[None])]))
     model.train(was)
     fig = image_grid(rows, labels or [f"pair {i + 1}" for i in range(len(rows))], cell=0.75)
-    fig.suptitle("interpolation in latent space (real images at both ends)", fontsize=10, y=0.999, va="top")
-    fig.subplots_adjust(top=1 - 0.3 / fig.get_size_inches()[1])
+    w, h = fig.get_size_inches()
+    fig.set_size_inches(w, h + 0.4)  # room for the title above the grid
+    fig.subplots_adjust(top=1 - 0.4 / (h + 0.4), bottom=0.01 * h / (h + 0.4))
+    fig.suptitle("interpolation in latent space (real images at both ends)", fontsize=10, y=1 - 0.08 / (h + 0.4),
+                 va="top")
     return _save(fig, path)
 
 

@@ -66,15 +66,16 @@ def _figure(path: Path, title: str, caption: str = "", fig_id: str = "") -> str:
             f'src="{embed_png(path)}">{cap}</figure>')
 
 
-def _table(header: list[str], rows: list[list], numeric_from: int | None = 1, best: dict | None = None) -> str:
-    """An HTML table; cells from column ``numeric_from`` on (None: none) are right-aligned as numbers;
-    ``best`` marks cells {(row, col): True} as the best of their column."""
+def _table(header: list[str], rows: list[list], numeric_from: int | None = 1, best: dict | None = None,
+           numeric_count: int = 1_000) -> str:
+    """An HTML table; ``numeric_count`` cells from column ``numeric_from`` on (None: none) are right-aligned
+    as numbers; ``best`` marks cells {(row, col): True} as the best of their row or column."""
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = []
     for i, row in enumerate(rows):
         cells = []
         for j, cell in enumerate(row):
-            cls = ["num"] if numeric_from is not None and j >= numeric_from else []
+            cls = ["num"] if numeric_from is not None and numeric_from <= j < numeric_from + numeric_count else []
             if best and best.get((i, j)):
                 cls.append("best")
             cells.append(f'<td class="{" ".join(cls)}">{_e(cell)}</td>' if cls else f"<td>{_e(cell)}</td>")
@@ -242,7 +243,7 @@ def write_comparison_report(run_dirs, html_path, data=None, *, method: str = "ts
     ks = {e.get("iwae_samples") for e in evals if "iwae_samples" in e}
     if ks:
         parts.append(f'<p class="notes">iwae_nll with K = {", ".join(str(k) for k in sorted(ks))} importance '
-                     f"samples. Best value in each column in bold green.</p>")
+                     f"samples. The best value of each row in bold green.</p>")
     parts.append('<h2 id="reconstructions">The same test digits, reconstructed by each run</h2>')
     if len(first.input_shape) == 3:
         pick = class_balanced_indices(first.y_test, 10)
@@ -269,19 +270,22 @@ def write_comparison_report(run_dirs, html_path, data=None, *, method: str = "ts
 
 
 def _comparison_table(runs, names, evals) -> str:
+    """Runs side by side (a column per run, a row per metric: fits a page for any number of metrics)."""
     keys = [k for k in METRIC_KEYS if k != "iwae_samples" and any(k in e for e in evals)]
-    header = ["run", "model", "latent", "epochs", "train s", *keys]
-    rows, best = [], {}
-    for i, (run, name, e) in enumerate(zip(runs, names, evals)):
-        secs = sum(r.get("seconds", 0.0) for r in run.history)
-        rows.append([name, run.config.model, run.model.latent_dim, len(run.history), f"{secs:.1f}",
-                     *[fmt(e.get(k)) for k in keys]])
-    for j, key in enumerate(keys, start=5):
-        values = [(e[key], i) for i, e in enumerate(evals) if isinstance(e.get(key), (int, float))]
-        if len(values) > 1 and key in LOWER_IS_BETTER | HIGHER_IS_BETTER:
-            pick = min(values) if key in LOWER_IS_BETTER else max(values)
-            best[(pick[1], j)] = True
-    return _table(header, rows, numeric_from=2, best=best)
+    rows = [["model", *[r.config.model for r in runs], "", ""],
+            ["latent size", *[r.model.latent_dim for r in runs], "", ""],
+            ["epochs", *[len(r.history) for r in runs], "", ""],
+            ["training seconds", *[f"{sum(h.get('seconds', 0.0) for h in r.history):.1f}" for r in runs], "", ""]]
+    best = {}
+    for key in keys:
+        i = len(rows)
+        better = "lower" if key in LOWER_IS_BETTER else "higher" if key in HIGHER_IS_BETTER else ""
+        rows.append([key, *[fmt(e.get(key)) for e in evals], DESCRIPTIONS.get(key, ""), better])
+        values = [(e[key], j) for j, e in enumerate(evals) if isinstance(e.get(key), (int, float))]
+        if len(values) > 1 and better:
+            pick = min(values) if better == "lower" else max(values)
+            best[(i, 1 + pick[1])] = True
+    return _table(["", *names, "unit", "better"], rows, numeric_from=1, best=best, numeric_count=len(names))
 
 
 def _settings_table(runs, names) -> str:

@@ -38,7 +38,8 @@ FIGURES = [
      "A grid of 2-D codes, each decoded: the whole map of what this 2-D latent space holds."),
     ("unit_features.png", "What each unit draws",
      "decode(one-hot code) - decode(zero code) for each unit, at a typical strong activation: red adds ink, "
-     "blue removes it. A sparse model's units look like pen strokes; a dense model's like global patterns."),
+     "blue removes it. The sparser the code, the more its units draw parts of digits (strokes) rather "
+     "than whole-image patterns."),
     ("top_activations.png", "Images that drive each unit",
      "For the busiest units, the test images with the largest activation of that unit."),
     ("code_histogram.png", "Code activations",

@@ -147,8 +147,7 @@ def plot_unit_features(features: torch.Tensor, path: str | Path, units=None, dea
     tiles = tiles / np.maximum(np.abs(tiles).reshape(len(tiles), -1).max(1), 1e-8)[:, None, None]
     ncols = int(np.ceil(np.sqrt(len(tiles))))
     grid = mosaic(tiles, ncols, pad=2, fill=np.nan)
-    cmap = plt.get_cmap("RdBu_r").copy()
-    cmap.set_bad("0.75")  # grey gaps between tiles, so white (no change) stays readable
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.75")  # grey gaps: white (no change) stays readable
     side = min(9.0, max(4.0, 0.62 * ncols))
     fig, ax = plt.subplots(figsize=(side, side + 0.5))
     ax.imshow(grid, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
@@ -161,6 +160,13 @@ def plot_unit_features(features: torch.Tensor, path: str | Path, units=None, dea
     return _save(fig, path)
 
 
+def top_indices(codes, units, per_unit: int) -> np.ndarray:
+    """For each unit in ``units``, the rows of ``codes`` (N, D) with its ``per_unit`` largest values, largest
+    first (ties: the earlier row). Returns (len(units), per_unit) row indices."""
+    z = _np(codes)[:, np.asarray(units)]
+    return np.argsort(-z, axis=0, kind="stable")[:per_unit].T
+
+
 def plot_top_activations(codes, images: torch.Tensor, path: str | Path, units=None, per_unit: int = 8,
                          features: torch.Tensor | None = None, title: str = "") -> Path:
     """For each unit in ``units`` (default: the first 10), the ``per_unit`` images of ``images`` (N, C, H, W)
@@ -168,7 +174,7 @@ def plot_top_activations(codes, images: torch.Tensor, path: str | Path, units=No
     (D, C, H, W), optional, drawn red/blue as in :func:`plot_unit_features`)."""
     z = _np(codes)
     units = np.arange(min(10, z.shape[1])) if units is None else np.asarray(units)
-    top = np.argsort(-z[:, units], axis=0, kind="stable")[:per_unit].T  # (U, per_unit)
+    top = top_indices(z, units, per_unit)  # (U, per_unit)
     imgs = as_images(images)
     tiles = np.stack([imgs[top]] * 3, axis=-1)  # (U, per_unit, H, W, 3): grey images as RGB
     cols = per_unit
