@@ -162,7 +162,7 @@ def _train(model, data, dist: distributed.DistContext, *, out, resume, config, p
 def write_figures(run: Run, data: Dataset, log=None) -> list[Path]:
     """The end of training: every figure that applies to the run, its evaluation and ``report.html``.
 
-    Kept to seconds: the latent map is a t-SNE of 1,000 test codes here (``aelab report RUN`` draws
+    Kept to seconds: the latent map is a t-SNE of 500 test codes here (``aelab report RUN`` draws
     the full one). Returns the paths written, the report last.
     """
     from .viz.report import write_run_report

@@ -12,7 +12,7 @@ from ..errors import AelabError
 # one can recognise; the models use their registry defaults (the sparse one its KL penalty).
 TOUR = [
     ("dense", 30, "the classic autoencoder: an MLP squeezes each image into a 32-number code and back"),
-    ("sparse", 30, "256 code units, a KL penalty keeps each unit quiet most of the time: units become strokes"),
+    ("sparse", 30, "256 code units; a KL penalty pulls each unit's mean activation to {rho:.0%}: units learn strokes"),
     ("conv", 8, "convolutions see local patterns: sharper reconstructions from the same 32-number code"),
     ("vae", 30, "the code is a Gaussian posterior, trained on the ELBO: the model can generate new digits"),
 ]
@@ -20,12 +20,30 @@ TOUR_SAMPLES = 4000  # the tour's epochs are for mnist5k's 4,000 train images; o
 
 
 def tour(dataset: str = "mnist5k", *, epochs: int | None = None, out: str | Path | None = None,
-         data_dir: str | None = None, progress: bool = True, log=print) -> Path:
+         data_dir: str | None = None, threads: int = 1, progress: bool = True, log=print) -> Path:
     """Train, evaluate and report a dense, a sparse (KL), a convolutional and a variational autoencoder on
     ``dataset`` into ``out`` (default ``runs/tour-<dataset>``, numbered if taken); return the comparison
     report's path (``out/report.html``). ``epochs`` (default: per model, see :data:`TOUR`; on a larger
-    dataset scaled to see as many samples) applies to every model."""
-    from .. import load_dataset, train
+    dataset scaled to see as many samples) applies to every model. ``threads``: CPU threads per
+    operation (torch, BLAS, OpenMP) while the tour runs; the caller's settings are restored after."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    if threads < 1:
+        raise AelabError(f"--threads must be at least 1, got {threads}")
+    # One thread by default: these models are small, and on a 2-core machine where anything else runs,
+    # two spinning OpenMP threads per op made the whole tour 4x slower (281 s against 69 s, load average 3).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(threads):
+            return _tour(dataset, epochs, out, data_dir, progress, log)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _tour(dataset, epochs, out, data_dir, progress, log) -> Path:
+    from .. import RunConfig, load_dataset, train
     from ..evaluation.compare import markdown_table
     from ..viz.report import write_comparison_report, write_run_report
 
@@ -46,10 +64,11 @@ def tour(dataset: str = "mnist5k", *, epochs: int | None = None, out: str | Path
     run_dirs = []
     for i, (name, default_epochs, what) in enumerate(TOUR, start=1):
         n = epochs or max(1, round(default_epochs * scale))
+        what = what.format(rho=RunConfig().target_sparsity)
         say(f"\n[{i}/{len(TOUR)}] {name}: {what} ({n} epoch{'s' * (n > 1)})")
         t = time.perf_counter()
         run = train(name, data, out=out / name, epochs=n, report=False, progress=progress, log=None)
-        write_run_report(run, data, progress=False, log=say if progress else None)
+        write_run_report(run, data, progress=False, log=(lambda m: say(f"      {m}")) if progress else None)
         run_dirs.append(run.path)
         say(f"      test loss {run.last['test_loss']:.4g}, {time.perf_counter() - t:.0f} s; report: "
             f"{run.path / 'report.html'}")
@@ -99,7 +118,11 @@ def cmd_tour(args) -> int:
             epochs = int(args.epochs)
         except ValueError:
             raise AelabError(f"--epochs must be an integer, got '{args.epochs}'") from None
-    tour(args.dataset, epochs=epochs, out=args.out, data_dir=args.data_dir, progress=not args.quiet)
+    try:
+        threads = int(args.threads)
+    except ValueError:
+        raise AelabError(f"--threads must be an integer, got '{args.threads}'") from None
+    tour(args.dataset, epochs=epochs, out=args.out, data_dir=args.data_dir, threads=threads, progress=not args.quiet)
     return 0
 
 
@@ -129,5 +152,8 @@ def add_parsers(sub) -> None:
                         ", ".join(f"{n} {e}" for n, e, _ in TOUR) + " on mnist5k)")
     t.add_argument("--out", default=None, metavar="DIR", help="folder for the runs and report.html "
                                                              "(default: runs/tour-<dataset>)")
+    t.add_argument("--threads", default="1", metavar="N",
+                   help="CPU threads per operation (default: 1, the fastest on a shared 2-core machine; "
+                        "raise it on an idle many-core one)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_tour)

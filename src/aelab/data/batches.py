@@ -13,6 +13,8 @@ import torch
 def as_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 images (0..255) to float32 in [0, 1]; float tensors are returned unchanged."""
     if x.dtype == torch.uint8:
+        if torch.get_default_dtype() == torch.float32:  # one pass: the division promotes uint8 to float32
+            return x.div(255.0)  # (bit for bit what .to(float32).div_(255) gives, in half the memory traffic)
         return x.to(torch.float32).div_(255.0)
     return x
 

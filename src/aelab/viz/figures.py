@@ -38,8 +38,10 @@ def plot_loss_curves(history: list[dict], path: str | Path, title: str = "") -> 
     terms = sorted({k[len("train_"):] for r in history for k in r
                     if k.startswith("train_") and k != "train_loss"})
     # a term that is the whole loss (the reconstruction of a plain autoencoder) would repeat the first panel
-    terms = [t for t in terms if any(abs(r.get(f"train_{t}", 0.0) - r["train_loss"]) > 1e-9 * max(1.0, abs(r["train_loss"]))
-                                     for r in history)]
+    def differs(r, t):
+        return abs(r.get(f"train_{t}", 0.0) - r["train_loss"]) > 1e-9 * max(1.0, abs(r["train_loss"]))
+
+    terms = [t for t in terms if any(differs(r, t) for r in history)]
     panels = 1 + len(terms)
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), squeeze=False)
     for ax, name in zip(axes[0], ["loss", *terms]):
@@ -148,9 +150,11 @@ def plot_metric_bars(metrics: dict[str, dict], path: str | Path, keys: list[str]
             label = f"{v:.4g}" if _is_number(v) else "n/a"
             ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
                         fontsize=8, xytext=(0, 2), textcoords="offset points")
-        hint = " (lower is better)" if key in lower_is_better else " (higher is better)" if key in higher_is_better else ""
+        hint = (" (lower is better)" if key in lower_is_better
+                else " (higher is better)" if key in higher_is_better else "")
         ax.set_title(key + hint, fontsize=10)
-        ax.set_xticks(range(len(runs)), runs, rotation=20 if len(runs) > 3 else 0, ha="right" if len(runs) > 3 else "center",
+        crowded = len(runs) > 3
+        ax.set_xticks(range(len(runs)), runs, rotation=20 if crowded else 0, ha="right" if crowded else "center",
                       fontsize=8)
         ax.margins(y=0.18)
         if not any(heights):  # all zero (no dead units, say): a 0..1 axis, not matplotlib's -0.06..0.06

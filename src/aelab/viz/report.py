@@ -13,8 +13,9 @@ import datetime
 import html
 from pathlib import Path
 
+from ..data.batches import as_float
 from ..errors import AelabError
-from ..evaluation import METRIC_KEYS, evaluate_run, read_evaluation
+from ..evaluation import METRIC_KEYS, encode_all, evaluate_run, read_evaluation
 from ..evaluation.compare import DESCRIPTIONS, fmt
 from .latent import DEFAULT_POINTS
 
@@ -36,7 +37,8 @@ EXPLAIN = {
 CSS = """
 body{font:15px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d2329;background:#f4f5f7;margin:0}
 main{max-width:1180px;margin:0 auto;padding:24px 28px 60px}
-h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:34px 0 10px;border-bottom:2px solid #dde1e6;padding-bottom:4px}
+h1{font-size:26px;margin:0 0 4px}
+h2{font-size:19px;margin:34px 0 10px;border-bottom:2px solid #dde1e6;padding-bottom:4px}
 h3{font-size:16px;margin:0 0 6px}.sub{color:#5b6570;margin:0 0 14px}
 nav a{margin-right:14px;color:#2458a6;text-decoration:none}
 table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0001;font-size:14px}
@@ -45,8 +47,9 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;font-family:ui-monospa
 td.note{color:#5b6570;font-size:13px}tr:nth-child(even) td{background:#fafbfc}td.best{font-weight:700;color:#0b6b2c}
 figure{background:#fff;margin:16px 0;padding:14px 16px;box-shadow:0 1px 2px #0001;border-radius:4px}
 figure img{max-width:100%;height:auto;display:block;margin:6px auto}
-figcaption{color:#4a535c;font-size:14px}.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:14px}
-.grid figure{margin:0}.notes{color:#5b6570;font-size:13px}.cols{columns:3 280px}
+figcaption{color:#4a535c;font-size:14px}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:14px}
+.grid figure{margin:0}.notes{color:#5b6570;font-size:13px}
 """
 
 
@@ -178,10 +181,9 @@ def write_run_report(run, data=None, *, method: str = "tsne", n_points: int | No
     keys += sorted({k for r in hist for k in r if k.startswith(("train_", "test_")) and k not in keys})
     rows = [[r["epoch"], *[fmt(r.get(k)) for k in keys], f"{r.get('seconds', 0):.1f}"] for r in hist]
     parts.append(_table(["epoch", *keys, "seconds"], rows))
-    parts.append('<h2 id="config">Configuration</h2><div class="cols">')
+    parts.append('<h2 id="config">Configuration</h2>')
     parts.append(_table(["setting", "value"], [[k, "default" if v is None else v] for k, v in cfg.to_dict().items()],
                         numeric_from=None))
-    parts.append("</div>")
     return _write(run.path / REPORT, _page(f"aelab: {run.path.name}", "\n".join(parts)))
 
 
@@ -205,9 +207,6 @@ def write_comparison_report(run_dirs, html_path, data=None, *, method: str = "ts
     from .figures import plot_metric_bars, plot_reconstruction_comparison
     from .latent import plot_latent_map
     from .run_figures import class_balanced_indices
-
-    from ..data.batches import as_float
-    from ..evaluation import encode_all
 
     run_dirs = [Path(r) for r in run_dirs]
     if not run_dirs:
@@ -241,9 +240,8 @@ def write_comparison_report(run_dirs, html_path, data=None, *, method: str = "ts
              '<a href="#maps">latent maps</a><a href="#settings">settings</a></nav>',
              '<h2 id="metrics">Metrics on the test set</h2>', _comparison_table(runs, names, evals)]
     ks = {e.get("iwae_samples") for e in evals if "iwae_samples" in e}
-    if ks:
-        parts.append(f'<p class="notes">iwae_nll with K = {", ".join(str(k) for k in sorted(ks))} importance '
-                     f"samples. The best value of each row in bold green.</p>")
+    k_note = f"iwae_nll with K = {', '.join(str(k) for k in sorted(ks))} importance samples. " if ks else ""
+    parts.append(f'<p class="notes">{_e(k_note)}The best value of each row where one is better: bold green.</p>')
     parts.append('<h2 id="reconstructions">The same test digits, reconstructed by each run</h2>')
     if len(first.input_shape) == 3:
         pick = class_balanced_indices(first.y_test, 10)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..data.batches import as_float
@@ -45,11 +44,13 @@ FIGURES = [
     ("code_histogram.png", "Code activations",
      "Every activation of every unit on the test set. A sparse code piles up at zero."),
     ("code_heatmap.png", "Codes of a few samples",
-     "Rows are test samples, columns units. A sparse code is mostly dark with a few bright units per row."),
+     "Rows are test samples, columns units. A sparse code is mostly zero (dark; white on the red-blue scale of a "
+     "signed code) with a few strong units per row."),
     ("firing_rates.png", "Firing rates",
      "How often each unit is active (|z| > 0.01) on the test set, busiest first; dead units never fire."),
 ]
-TRAIN_END = dict(method="tsne", n_points=1000)  # the map at the end of `aelab train`: fewer points, seconds
+# the latent map at the end of `aelab train`: 500 codes, about 2 s (`aelab report` draws 2,000)
+TRAIN_END = dict(method="tsne", n_points=500)
 
 
 def class_balanced_indices(y: torch.Tensor | None, n: int) -> torch.Tensor:
@@ -107,7 +108,8 @@ def write_run_figures(run, data, *, method: str = "tsne", n_points: int | None =
         add("unit_features.png", plot_unit_features, features, units=order[:100], dead=dead.numpy(), title=name)
     if images:
         alive = [u for u in order if not dead[u]] or list(order)
-        add("top_activations.png", plot_top_activations, codes, as_float(x), units=alive[:10], features=features, title=name)
+        add("top_activations.png", plot_top_activations, codes, as_float(x), units=alive[:10], features=features,
+            title=name)
     add("code_histogram.png", plot_code_histogram, codes, title=name)
     add("code_heatmap.png", plot_code_heatmap, codes[pick], labels=None if y is None else y[pick], classes=classes,
         title=name)

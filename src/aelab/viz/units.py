@@ -81,7 +81,8 @@ def plot_firing_rates(rates, path: str | Path, dead=None, threshold: float = ACT
         ax.bar(x[dead_mask], np.maximum(r[dead_mask], 0.004), width=1.0, color="tab:red",
                label=f"dead ({int(dead_mask.sum())})")
     ax.set_xlim(-0.5, len(r) - 0.5)
-    ax.set_ylim(0, max(1.0, float(r.max()) * 1.05) if len(r) else 1.0)
+    ax.set_ylim(0, 1.2)  # rates lie in [0, 1]; the band above 1 keeps the legend off the bars
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_xlabel("unit, sorted by firing rate")
     ax.set_ylabel(f"fraction of samples with |z| > {threshold:g}")
     ax.set_title(f"{title + ': ' if title else ''}firing rates of {len(r)} units (mean {r.mean():.2f})", fontsize=11)
