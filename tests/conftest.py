@@ -37,6 +37,16 @@ def _isolated_env(tmp_path, monkeypatch):
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread: for tests about files, signals and errors, whose tiny trainings stall badly when
+    two threads per process compete with other processes for 2 cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def mnist5k():
     import aelab

@@ -36,13 +36,7 @@ def _one_line_exit_2(code: int, err: str, *needles: str) -> None:
         assert n in err, (n, err)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The few tiny trainings here are about errors, not speed: one thread avoids stalls on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny trainings: see conftest.one_thread
 
 
 # ------------------------------------------------------------------------------------ IDX files

@@ -226,13 +226,7 @@ def _config_id(run: Path):
 
 
 # ------------------------------------------------------------------------------------ in-process
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests are about files and signals, not speed: one thread avoids stalls on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny trainings: see conftest.one_thread
 
 
 TINY = dict(hidden_dims=[16], latent_dim=4, batch_size=100, progress=False, report=False, seed=5)

@@ -31,12 +31,7 @@ class _RunsACommand:
         return os.system, (f"touch {shlex.quote(str(self.marker))}",)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny trainings: see conftest.one_thread
 
 
 @pytest.fixture

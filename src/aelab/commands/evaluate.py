@@ -20,7 +20,7 @@ def _samples(value: str | None) -> int | None:
 
 def format_evaluation(result: dict) -> str:
     """The short table ``aelab evaluate`` prints: one metric a line, with its unit."""
-    from ..evaluation.compare import DESCRIPTIONS, fmt
+    from ..evaluation.compare import fmt, metric_unit
     from ..evaluation.evaluate import EVALUATION, METRIC_KEYS
 
     lines = [f"{result.get('run', '')}: {result.get('model', '?')} on {result.get('dataset', '?')}, "
@@ -28,12 +28,7 @@ def format_evaluation(result: dict) -> str:
     for key in METRIC_KEYS:
         if key not in result:
             continue
-        unit = DESCRIPTIONS.get(key, "")
-        if key == "active_units_mean" and "latent_dim" in result:
-            unit = f"of {result['latent_dim']} units, {unit}"
-        if key in ("neg_elbo", "iwae_nll") and result.get("binarized"):
-            unit += ", binarized test images"
-        lines.append(f"  {key:<22} {fmt(result[key]):>9}  {unit}")
+        lines.append(f"  {key:<22} {fmt(result[key]):>9}  {metric_unit(key, result)}")
     lines += [f"  note: {n}" for n in result.get("notes", [])]
     if result.get("run"):
         lines.append(f"wrote {Path(result['run']) / EVALUATION}")

@@ -23,6 +23,16 @@ DESCRIPTIONS = {
 }
 
 
+def metric_unit(key: str, result: dict) -> str:
+    """The unit of metric ``key`` as shown beside its value, with what this run's ``result`` adds to it."""
+    unit = DESCRIPTIONS.get(key, "")
+    if key == "active_units_mean" and "latent_dim" in result:
+        unit = f"of {result['latent_dim']} units, {unit}"
+    if key in ("neg_elbo", "iwae_nll") and result.get("binarized"):
+        unit += ", binarized test images"
+    return unit
+
+
 def collect(run_dirs, *, iwae_samples: int | None = None, progress: bool = True, log=print) -> list[dict]:
     """The metrics of each run: its ``evaluation.json``, or a fresh evaluation when it has none
     (or its weights changed since). Each dict gets ``run``: the folder as given."""

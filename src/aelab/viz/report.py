@@ -16,7 +16,7 @@ from pathlib import Path
 from ..data.batches import as_float
 from ..errors import AelabError
 from ..evaluation import METRIC_KEYS, encode_all, evaluate_run, read_evaluation
-from ..evaluation.compare import DESCRIPTIONS, fmt
+from ..evaluation.compare import DESCRIPTIONS, fmt, metric_unit
 from .latent import DEFAULT_POINTS
 
 REPORT = "report.html"
@@ -121,9 +121,7 @@ def metric_rows(evaluation: dict) -> list[list[str]]:
     for key in METRIC_KEYS:
         if key not in evaluation:
             continue
-        unit = DESCRIPTIONS.get(key, "")
-        if key == "active_units_mean" and "latent_dim" in evaluation:
-            unit = f"of {evaluation['latent_dim']} units"
+        unit = metric_unit(key, evaluation)
         better = "lower" if key in LOWER_IS_BETTER else "higher" if key in HIGHER_IS_BETTER else ""
         rows.append([key, fmt(evaluation[key]), unit, better, EXPLAIN.get(key, "")])
     return rows
