@@ -82,7 +82,7 @@ def section_iwae(data, args, workdir) -> dict:
     epochs = 2 if args.quick else args.vae_epochs
     k = 50 if args.quick else args.iwae_samples
     settings = dict(latent_dim=args.vae_latent, hidden_dims=args.vae_hidden, binarize=True, batch_size=128,
-                    lr=1e-3, seed=0)
+                    lr=args.vae_lr, lr_schedule="cosine", kl_warmup=args.kl_warmup, seed=0)
     run, seconds = train("vae", data, workdir / "vae-iwae", epochs, **settings)
     t0 = time.perf_counter()
     ev = evaluate_model(run.model, data, binarize=True, iwae_samples=k, progress=True)
@@ -115,7 +115,9 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="mnist5k and a few epochs (a smoke test)")
     p.add_argument("--only", choices=["probes", "iwae"], help="run one section (probes includes sparse)")
     p.add_argument("--ae-epochs", type=int, default=10, help="epochs for the dense and sparse autoencoders")
-    p.add_argument("--vae-epochs", type=int, default=100, help="epochs for the IWAE VAE (fit 15 minutes here)")
+    p.add_argument("--vae-epochs", type=int, default=80, help="epochs for the IWAE VAE (fit 15 minutes here)")
+    p.add_argument("--vae-lr", type=float, default=1e-3, help="peak learning rate (cosine schedule)")
+    p.add_argument("--kl-warmup", type=int, default=5, help="epochs of KL warm-up")
     p.add_argument("--vae-hidden", type=lambda s: [int(v) for v in s.split(",")], default=[512, 256])
     p.add_argument("--vae-latent", type=int, default=32)
     p.add_argument("--iwae-samples", type=int, default=1000)
