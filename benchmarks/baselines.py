@@ -147,9 +147,9 @@ def test_metric(kind: str, model, loader, device) -> float:
     return total / count
 
 
-def run_baseline(kind: str, data, epochs: int, device: torch.device, seed: int = 0, on_epoch=None) -> list[dict]:
-    """Train the tutorial ``kind`` on ``data`` (an aelab Dataset) for ``epochs``; one record per epoch with
-    the training seconds (loader included, test excluded) and the test metric after it."""
+def iter_baseline(kind: str, data, epochs: int, device: torch.device, seed: int = 0):
+    """Train the tutorial ``kind`` on ``data`` (an aelab Dataset) for ``epochs``, yielding one record per
+    epoch: the training seconds (loader included, test excluded) and the test metric after it."""
     torch.manual_seed(seed)
     model = BUILD[kind]().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -157,14 +157,14 @@ def run_baseline(kind: str, data, epochs: int, device: torch.device, seed: int =
     extra = {"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}
     train_loader = DataLoader(ImageDataset(data.x_train.cpu()), batch_size=128, shuffle=True, **extra)
     test_loader = DataLoader(ImageDataset(data.x_test.cpu()), batch_size=128, shuffle=False, **extra)
-    records = []
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         train_loss = train_epoch(kind, model, train_loader, optimizer, device)
         seconds = time.perf_counter() - t0  # loss.item() each step has already synchronised a GPU
-        record = {"epoch": epoch, "seconds": seconds, "train_loss": train_loss,
-                  "test_metric": test_metric(kind, model, test_loader, device)}
-        records.append(record)
-        if on_epoch:
-            on_epoch(record)
-    return records
+        metric = test_metric(kind, model, test_loader, device)
+        yield {"epoch": epoch, "seconds": seconds, "train_loss": train_loss, "test_metric": metric}
+
+
+def run_baseline(kind: str, data, epochs: int, device: torch.device, seed: int = 0) -> list[dict]:
+    """All epochs of :func:`iter_baseline` as a list."""
+    return list(iter_baseline(kind, data, epochs, device, seed))

@@ -44,7 +44,7 @@ import aelab  # noqa: E402
 from aelab.data import as_float  # noqa: E402
 from aelab.config import RunConfig  # noqa: E402
 from aelab.training import Trainer  # noqa: E402
-from aelab.training.trainer import autocast_context, resolve_device  # noqa: E402
+from aelab.training.trainer import autocast_context, resolve_device, wants_channels_last  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,10 +110,36 @@ def load_average() -> list[float] | None:
         return None
 
 
+class OtherLoad:
+    """CPU cores used by every other process while the benchmark ran (Linux): all busy CPU time from
+    /proc/stat less this process's own, over the wall time. 0 on a quiet machine."""
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+        own = os.times()
+        return time.perf_counter(), busy, own.user + own.system + own.children_user + own.children_system
+
+    def cores(self) -> float | None:
+        end = self._sample()
+        if self.start is None or end is None:
+            return None
+        wall = end[0] - self.start[0]
+        return round(max(0.0, (end[1] - self.start[1]) - (end[2] - self.start[2])) / max(wall, 1e-9), 2)
+
+
 # ------------------------------------------------------------------------------------------------ loops
-def run_aelab(name: str, data, epochs: int, device, **settings) -> list[dict]:
-    """Train aelab's model for ``name`` (seeded as ``aelab.train`` seeds it) with its Trainer. Records:
-    seconds (training), eval_seconds, test_metric, and the rest of each epoch's metrics."""
+def iter_aelab(name: str, data, epochs: int, device, **settings):
+    """Train aelab's model for ``name`` (seeded as ``aelab.train`` seeds it) with its Trainer, yielding each
+    epoch's record: seconds (training), eval_seconds, test_metric and the rest of its metrics."""
     spec = MODELS[name]
     cfg = RunConfig(model=name, dataset=data.name, epochs=epochs, device=str(device), report=False,
                     **{"batch_size": 128, "lr": 1e-3, **settings})
@@ -121,8 +147,46 @@ def run_aelab(name: str, data, epochs: int, device, **settings) -> list[dict]:
     model = aelab.build_model(name, data.input_shape, **spec["build"])
     torch.manual_seed(cfg.seed + 1)
     with tempfile.TemporaryDirectory() as out:
-        history = Trainer(model, data, cfg, out, progress=False, log=None).fit()
-    return [dict(r, test_metric=r[spec["metric"]]) for r in history]
+        trainer = Trainer(model, data, cfg, out, progress=False, log=None)
+        while trainer.epoch < epochs:
+            trainer.fit(until=trainer.epoch + 1)
+            yield dict(trainer.history[-1], test_metric=trainer.history[-1][spec["metric"]])
+
+
+def private_rng(loop):
+    """Run an epoch generator on its own random stream, so loops taking turns do not draw from each other's."""
+    state = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    while True:
+        saved = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+        torch.set_rng_state(state[0])
+        if state[1] is not None:
+            torch.cuda.set_rng_state_all(state[1])
+        try:
+            record = next(loop)
+        except StopIteration:
+            return
+        finally:
+            state = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+            torch.set_rng_state(saved[0])
+            if saved[1] is not None:
+                torch.cuda.set_rng_state_all(saved[1])
+        yield record
+
+
+def take_turns(loops: dict, show) -> dict[str, list]:
+    """One epoch of each loop in turn (A1 B1 C1 A2 B2 ...) until all are done: a machine whose speed drifts
+    (other work, clocks) then slows every loop alike, and the ratios stay fair."""
+    records = {key: [] for key in loops}
+    active = {key: private_rng(loop) for key, loop in loops.items()}
+    while active:
+        for key in list(active):
+            record = next(active[key], None)
+            if record is None:
+                del active[key]
+                continue
+            records[key].append(record)
+            show(key, record)
+    return records
 
 
 def summary(records: list[dict], n_train: int, skip_first: bool = False) -> dict:
@@ -145,18 +209,19 @@ def time_to(records: list[dict], target: float, with_eval: bool) -> float | None
 
 
 # ------------------------------------------------------------------------------------------------ measures
-def bound_per_epoch(name: str, data, device) -> dict:
-    """FLOPs of one batch-128 step of aelab's model and the seconds its heavy ops take alone, per epoch."""
+def iter_bound(name: str, data, device, rounds: int):
+    """The step bound, measured again at each turn (yielded like an epoch): FLOPs of one batch-128 step of
+    aelab's model, and the seconds its heavy ops take alone, scaled to an epoch."""
     torch.manual_seed(0)
     model = aelab.build_model(name, data.input_shape, **MODELS[name]["build"]).to(device)
-    if device.type == "cuda" and any(p.dim() == 4 for p in model.parameters()):
-        model = model.to(memory_format=torch.channels_last)  # as the trainer does
+    if wants_channels_last(model, device):  # as the trainer does
+        model = model.to(memory_format=torch.channels_last)
     x = as_float(data.x_train[:128].to(device))
-    step = hardware.step_bound(model, x, device, autocast=lambda: autocast_context(device))
     steps = len(data.x_train) / 128
-    return {"flops_per_step": step["flops"], "flops_per_epoch": step["flops"] * steps,
-            "bound_seconds_per_epoch": step["seconds"] * steps, "bound_gflops": step["gflops"],
-            "heavy_calls_per_step": step["calls"]}
+    for i in range(1, rounds + 1):
+        step = hardware.step_bound(model, x, device, autocast=lambda: autocast_context(device))
+        yield {"epoch": i, "seconds": step["seconds"] * steps, "flops_per_step": step["flops"],
+               "flops_per_epoch": step["flops"] * steps, "gflops": step["gflops"], "calls": step["calls"]}
 
 
 def peak_rss(data_dir: str | None) -> dict:
@@ -177,53 +242,60 @@ def peak_rss(data_dir: str | None) -> dict:
 
 def bench_model(name: str, data, device, plan: tuple, peak: dict, compile_check: bool = True) -> dict:
     n_baseline, n_aelab, n_compile, with_recipe = plan
+    n_compile = n_compile if compile_check else 0
+    recipe = dict(RECIPES[name]) if with_recipe else None
+    loops = {"baseline": baselines.iter_baseline(name, data, n_baseline, device),
+             "aelab": iter_aelab(name, data, n_aelab, device)}
+    if n_compile:
+        loops["aelab_compile"] = iter_aelab(name, data, n_compile, device, compile=True)
+    if recipe:
+        loops["recipe"] = iter_aelab(name, data, recipe.pop("epochs"), device, **recipe)
+    loops["bound"] = iter_bound(name, data, device, max(n_baseline, n_aelab))
+    log(f"[{name}] taking turns, an epoch each: " + ", ".join(loops))
+
+    def show(key, r):
+        if key != "bound":
+            log(f"  {key:14s} epoch {r['epoch']:2d}: {r['seconds']:6.2f} s  {MODELS[name]['metric']} {r['test_metric']:.5g}")
+
+    recs = take_turns(loops, show)
     n = len(data.x_train)
-    result = {"unit": MODELS[name]["unit"], "batch_size": 128, "lr": 1e-3}
-    result.update(bound_per_epoch(name, data, device))
-    show = lambda r: log(f"  epoch {r['epoch']}: {r['seconds']:.2f} s  {r['test_metric']:.5g}")  # noqa: E731
-
-    log(f"[{name}] baseline loop, {n_baseline} epochs")
-    base = baselines.run_baseline(name, data, n_baseline, device, on_epoch=show)
-    loops = {"baseline": summary(base, n)}
-    target = base[-1]["test_metric"]
-
-    log(f"[{name}] aelab, {n_aelab} epochs")
-    same = run_aelab(name, data, n_aelab, device)
-    for r in same:
-        show(r)
-    loops["aelab"] = summary(same, n)
-    if n_compile and compile_check:
-        log(f"[{name}] aelab --compile, {n_compile} epochs (the first holds compilation)")
-        recs = run_aelab(name, data, n_compile, device, compile=True)
-        loops["aelab_compile"] = summary(recs, n, skip_first=True)
-        loops["aelab_compile"]["first_epoch_seconds"] = recs[0]["seconds"]
+    bound = recs.pop("bound")
+    result = {"unit": MODELS[name]["unit"], "batch_size": 128, "lr": 1e-3,
+              "flops_per_step": bound[0]["flops_per_step"], "flops_per_epoch": bound[0]["flops_per_epoch"],
+              "heavy_calls_per_step": bound[0]["calls"],
+              "bound_seconds_per_epoch": statistics.median(r["seconds"] for r in bound),
+              "bound_seconds_each_turn": [round(r["seconds"], 3) for r in bound]}
+    base, same = recs["baseline"], recs["aelab"]
+    summaries = {"baseline": summary(base, n), "aelab": summary(same, n)}
+    if "aelab_compile" in recs:
+        summaries["aelab_compile"] = summary(recs["aelab_compile"], n, skip_first=True)
+        summaries["aelab_compile"]["first_epoch_seconds"] = recs["aelab_compile"][0]["seconds"]
 
     # time to quality: wall time until aelab's test metric reaches the baseline's after its last epoch
+    target = base[-1]["test_metric"]
     ttq = {"target": target, "target_epochs": len(base), "baseline_seconds": sum(r["seconds"] for r in base),
            "counted": "aelab: training + its per-epoch evaluation; baseline: training only"}
-    if with_recipe:
-        recipe = dict(RECIPES[name])
-        log(f"[{name}] aelab time-to-quality recipe {recipe}")
-        recs = run_aelab(name, data, recipe.pop("epochs"), device, **recipe)
-        for r in recs:
-            show(r)
-        ttq["recipe"] = RECIPES[name]
+    if recipe is not None:
+        ttq_recs, ttq["recipe"] = recs["recipe"], RECIPES[name]
+        summaries["recipe"] = summary(ttq_recs, n)
     else:  # no separate run in this plan: the same-settings run is the recipe
-        recs, ttq["recipe"] = same, {"batch_size": 128, "lr": 1e-3, "epochs": n_aelab}
-    ttq["aelab_seconds"] = time_to(recs, target, with_eval=True)
-    ttq["epochs"] = next((r["epoch"] for r in recs if r["test_metric"] <= target), None)
-    ttq["epochs_run"] = len(recs)
+        ttq_recs, ttq["recipe"] = same, {"batch_size": 128, "lr": 1e-3, "epochs": n_aelab}
+    ttq["aelab_seconds"] = time_to(ttq_recs, target, with_eval=True)
+    ttq["epochs"] = next((r["epoch"] for r in ttq_recs if r["test_metric"] <= target), None)
+    ttq["epochs_run"] = len(ttq_recs)
     if ttq["aelab_seconds"] is not None:
         ttq["fraction_of_baseline"] = ttq["aelab_seconds"] / ttq["baseline_seconds"]
     result["time_to_quality"] = ttq
 
-    base_sps = loops["baseline"]["samples_per_second"]
-    for loop in loops.values():
+    base_sps = summaries["baseline"]["samples_per_second"]
+    for key, loop in summaries.items():
         loop["ratio"] = loop["samples_per_second"] / base_sps
-        loop["fraction_of_step_bound"] = result["bound_seconds_per_epoch"] / loop["seconds_per_epoch"]
+        same_batch = key != "recipe" or RECIPES[name].get("batch_size", 128) == 128  # the bound is at batch 128
+        loop["fraction_of_step_bound"] = (result["bound_seconds_per_epoch"] / loop["seconds_per_epoch"]
+                                          if same_batch else None)
         loop["achieved_gflops"] = result["flops_per_epoch"] / loop["seconds_per_epoch"] / 1e9
         loop["fraction_of_gemm_peak"] = loop["achieved_gflops"] / peak["gflops"]
-    result["loops"] = loops
+    result["loops"] = summaries
     return result
 
 
@@ -231,28 +303,36 @@ def bench_model(name: str, data, device, plan: tuple, peak: dict, compile_check:
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [f"{m['cpu']}, {m['threads']} threads, {m.get('gpu', 'no GPU')}; torch {m['torch']}; "
-             f"{report['dataset']} ({report['n_train']:,} training images); load average before / after: "
-             f"{report['load_before']} / {report.get('load_after')}; square float32 matmul "
+             f"{report['dataset']} ({report['n_train']:,} training images); load average before: "
+             f"{report['load_before']}; cores used by other processes meanwhile: {report.get('other_cores')}; "
+             f"square float32 matmul "
              f"({report['gemm']['n']}^3): {report['gemm']['gflops']:.0f} GFLOP/s.", "",
              "| model | loop | epochs | s/epoch | samples/s | vs baseline | test metric | of step bound "
              "| GFLOP/s | time to quality |", "|---|---|---|---|---|---|---|---|---|---|"]
-    names = {"baseline": "DataLoader loop", "aelab": "aelab", "aelab_compile": "aelab, compile"}
+    names = {"baseline": "DataLoader loop", "aelab": "aelab", "aelab_compile": "aelab, compile",
+             "recipe": "aelab, its recipe"}
     for model, res in report["models"].items():
         ttq = res["time_to_quality"]
         for key, loop in res["loops"].items():
             quality = ""
+            ttq_row = "recipe" if "recipe" in res["loops"] else "aelab"
             if key == "baseline":
                 quality = f"{ttq['baseline_seconds']:.1f} s to {ttq['target']:.4g} ({ttq['target_epochs']} epochs)"
-            elif key == "aelab" and ttq.get("aelab_seconds") is not None:
-                recipe = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                                   for k, v in ttq["recipe"].items())
+            elif key == ttq_row and ttq.get("aelab_seconds") is not None:
                 quality = (f"{ttq['aelab_seconds']:.1f} s = {ttq['fraction_of_baseline']:.2f} of baseline "
-                           f"({ttq['epochs']} epochs, {recipe})")
-            elif key == "aelab":
+                           f"(epoch {ttq['epochs']})")
+            elif key == ttq_row:
                 quality = f"not reached in {ttq['epochs_run']} epochs"
-            lines.append(f"| {model} | {names[key]} | {loop['epochs']} | {loop['seconds_per_epoch']:.2f} | "
+            if key == "recipe":
+                key_name = "aelab, " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                                                 for k, v in ttq["recipe"].items() if k != "epochs")
+            lines.append(f"| {model} | {key_name if key == 'recipe' else names[key]} | {loop['epochs']} | {loop['seconds_per_epoch']:.2f} | "
                          f"{loop['samples_per_second']:,.0f} | {loop['ratio']:.2f}x | {loop['test_metric']:.5g} | "
-                         f"{loop['fraction_of_step_bound']:.0%} | {loop['achieved_gflops']:.0f} | {quality} |")
+                         f"{_pct(loop['fraction_of_step_bound'])} | {loop['achieved_gflops']:.0f} | {quality} |")
+    others = report.get("other_cores")
+    if others is not None and others > 0.1:
+        lines += ["", f"**Noisy**: other processes used {others:.2f} CPU cores on average during this run; wall "
+                      f"times and their ratios are not comparable with a quiet run."]
     units = ", ".join(f"{k}: {v['unit']}" for k, v in report["models"].items())
     lines += ["", f"Test metric: {units}. \"of step bound\": the seconds the step's own matrix multiplies and "
               "convolutions take alone, replayed back to back, over the measured epoch."]
@@ -260,6 +340,10 @@ def markdown(report: dict) -> str:
     if "peak_rss_mb" in rss:
         lines.append(f"Peak resident memory of `aelab train` (dense, full MNIST, one epoch): {rss['peak_rss_mb']:.0f} MB.")
     return "\n".join(lines) + "\n"
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def write(report: dict, out: str | None) -> None:
@@ -287,22 +371,28 @@ def main(argv=None) -> int:
             p.error(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
     device = resolve_device(args.device)
     data = load_data(plan, args.data_dir)
+    others = OtherLoad()
     report = {"plan": plan, "dataset": data.name, "n_train": len(data.x_train), "machine": machine(device),
               "load_before": load_average(), "recipes": {k: RECIPES[k] for k in models}}
     log(f"speed benchmark: {plan} plan on {device}, {data.name}, load average {report['load_before']}")
     report["gemm"] = hardware.gemm_gflops(device)
     log(f"square float32 matmul: {report['gemm']['gflops']:.0f} GFLOP/s")
+    if device.type == "cuda":  # the rate the bf16 autocast step can reach
+        report["gemm_bf16"] = hardware.gemm_gflops(device, dtype=torch.bfloat16)
+        log(f"square bf16 matmul: {report['gemm_bf16']['gflops']:.0f} GFLOP/s")
     report["models"] = {}
     for name in models:
         t0 = time.perf_counter()
         report["models"][name] = bench_model(name, data, device, PLANS[plan][name], report["gemm"],
                                              compile_check=not args.no_compile)
         report["models"][name]["benchmark_seconds"] = time.perf_counter() - t0
+        report["other_cores"] = others.cores()
         log(f"[{name}] done in {time.perf_counter() - t0:.0f} s")
         write(report, args.out)  # a run cut short still leaves the models done so far
     if not args.no_rss and device.type == "cpu":
         report["peak_rss"] = peak_rss(args.data_dir)
     report["load_after"] = load_average()
+    report["other_cores"] = others.cores()
     write(report, args.out)
     if not args.out:
         print(json.dumps(report, indent=2))

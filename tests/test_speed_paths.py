@@ -15,7 +15,9 @@ from aelab.config import RunConfig
 from aelab.models.base import AEOutput
 from aelab.training import Trainer
 from aelab.training import trainer as trainer_mod
-from aelab.training.trainer import autocast_context, first_nonfinite, make_adam, wants_channels_last
+from aelab.training.optim import LeanAdam
+from aelab.training.trainer import (autocast_context, first_nonfinite, make_adam, scheduled_lr,
+                                    wants_channels_last)
 
 from .conftest import TINY_KWARGS
 
@@ -54,22 +56,24 @@ def test_every_loss_term_is_float32_under_bf16_autocast(name):
         assert all(v.dtype == torch.float32 for v in out.terms.values()), {k: v.dtype for k, v in out.terms.items()}
 
 
-def test_channels_last_only_for_convolutions_on_cuda():
+def test_channels_last_only_for_convolutions():
     conv = aelab.build_model("conv", **TINY_KWARGS["conv"])
     dense = aelab.build_model("dense", **TINY_KWARGS["dense"])
-    assert wants_channels_last(conv, CUDA)
-    assert not wants_channels_last(dense, CUDA) and not wants_channels_last(conv, CPU)
+    assert wants_channels_last(conv, CUDA) and wants_channels_last(conv, CPU)
+    assert not wants_channels_last(dense, CUDA) and not wants_channels_last(dense, CPU)
+    assert not wants_channels_last(conv, torch.device("meta"))
 
 
 def test_channels_last_training_matches_and_saves_plain_weights(small_mnist, tmp_path, monkeypatch):
-    """The trainer's channels-last path (forced on, here on a CPU) learns the same model and writes
-    weights that load into a freshly built one."""
+    """The trainer's channels-last path learns the same model as the plain layout and writes weights
+    that load into a freshly built (plain) one."""
     data = _tiny(small_mnist, 400, 100)
     common = dict(epochs=1, batch_size=50, progress=False, log=None, report=False, latent_dim=4,
                   hidden_dims=[4, 8], device="cpu")
-    plain = aelab.train("conv", data, out=tmp_path / "plain", **common)
-    monkeypatch.setattr(trainer_mod, "wants_channels_last", lambda model, device: True)
     nhwc = aelab.train("conv", data, out=tmp_path / "nhwc", **common)
+    monkeypatch.setattr(trainer_mod, "wants_channels_last", lambda model, device: False)
+    plain = aelab.train("conv", data, out=tmp_path / "plain", **common)
+    assert plain.model.encoder.body[0].weight.is_contiguous()
     assert nhwc.model.encoder.body[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert nhwc.last["test_loss"] == pytest.approx(plain.last["test_loss"], rel=1e-4)
     reloaded = aelab.load_model(tmp_path / "nhwc" / "model.pt")
@@ -79,7 +83,53 @@ def test_channels_last_training_matches_and_saves_plain_weights(small_mnist, tmp
 
 def test_fused_adam_on_cpu():
     opt = make_adam(torch.nn.Linear(3, 2).parameters(), 1e-3)
-    assert opt.defaults.get("fused") is True
+    assert isinstance(opt, LeanAdam) and opt.defaults.get("fused") is True
+
+
+def test_lean_adam_updates_bit_for_bit_like_torch_adam():
+    """Same weights and state after steps with a changing learning rate, a state-dict round trip, and a
+    step where one parameter has no gradient (the fallback path)."""
+    torch.manual_seed(0)
+    a, b = aelab.build_model("vae", **TINY_KWARGS["vae"]), aelab.build_model("vae", **TINY_KWARGS["vae"])
+    b.load_state_dict(a.state_dict())
+    ref = torch.optim.Adam(a.parameters(), lr=1e-3, weight_decay=1e-4, fused=True)
+    lean = LeanAdam(b.parameters(), lr=1e-3, weight_decay=1e-4)
+    x = torch.rand(16, 1, 28, 28)
+    for i in range(6):
+        for model, opt in ((a, ref), (b, lean)):
+            torch.manual_seed(i)
+            opt.zero_grad(set_to_none=True)
+            model(x).loss.backward()
+            if i == 4:
+                next(model.parameters()).grad = None
+            for group in opt.param_groups:
+                group["lr"] = 1e-3 * (i + 1)
+            opt.step()
+        if i == 2:
+            lean.load_state_dict(lean.state_dict())
+    assert lean._lists is not None  # the fast path did run
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    sa, sb = ref.state_dict()["state"], lean.state_dict()["state"]
+    assert all(torch.equal(sa[k][n], sb[k][n]) for k in sa for n in sa[k])
+
+
+def test_cosine_schedule_and_resume_bit_identical(small_mnist, tmp_path):
+    cfg = RunConfig(lr=2.0, lr_schedule="cosine", epochs=4)
+    assert [scheduled_lr(cfg, e) for e in (0, 2, 4)] == pytest.approx([2.0, 1.0, 0.0])
+    assert scheduled_lr(RunConfig(lr=2.0), 3) == 2.0
+    data = _tiny(small_mnist, 300, 50)
+    common = dict(batch_size=50, progress=False, log=None, report=False, latent_dim=4, hidden_dims=[8],
+                  lr_schedule="cosine", lr=3e-3)
+    full = aelab.train("dense", data, out=tmp_path / "full", epochs=3, **common)
+
+    def crash(line):  # the process dies after epoch 1 (its checkpoint is written): a 3-epoch curve, cut short
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        aelab.train("dense", data, out=tmp_path / "part", epochs=3, **dict(common, log=crash))
+    part = aelab.train("dense", data, out=tmp_path / "part", resume=True, epochs=3, progress=False, log=None,
+                       report=False)
+    assert all(torch.equal(p, q) for p, q in zip(full.model.state_dict().values(), part.model.state_dict().values()))
 
 
 class _CountHostReads(TorchFunctionMode):
