@@ -7,10 +7,12 @@
 For each model (dense 784-256-128-32, the pytorch/examples VAE 784-400-20, the conv autoencoder),
 measured in the same process on the same machine:
 - the baseline loop of ``baselines.py`` (per-sample Dataset + DataLoader(batch_size=128, shuffle=True));
-- aelab (``aelab.train``) with the same architecture, batch 128, Adam 1e-3, the same loss;
+- aelab (its ``Trainer``, seeded as ``aelab.train`` seeds it): the same architecture, batch 128, Adam
+  1e-3, the same loss;
 - aelab with ``compile=True`` (torch.compile), to show where it helps and where it does not;
 - aelab with its time-to-quality recipe (``RECIPES``): the wall time until its test metric first
   reaches the baseline's after 10 epochs (evaluation time included).
+The loops take turns, an epoch each, so a machine whose speed drifts slows them all alike.
 
 Reported per loop: median seconds per epoch, samples per second, the ratio to the baseline, the test
 metric after the same number of epochs, time to quality, and the fraction of the machine reached:
@@ -19,7 +21,8 @@ convolutions replayed alone (``hardware.step_bound``: the bound on an epoch here
 float32 matmul. Also the peak resident memory of a full-MNIST ``aelab train`` process.
 
 JSON goes to stdout (or ``--out``), the Markdown table to stderr (and ``--markdown``). Time is wall
-time, so other work on the machine shows up in it: the JSON records the load average beside it.
+time, so other work on the machine shows up in it: the JSON records the load average before the run
+and ``other_cores``, the CPU other processes used meanwhile.
 """
 from __future__ import annotations
 
@@ -60,7 +63,7 @@ MODELS = {
 # vae: a higher rate decayed to 0 (cosine) reaches the baseline's 10-epoch ELBO by epoch 6-7 and ends lower.
 RECIPES = {"dense": dict(batch_size=64, lr=2e-3, epochs=6),
            "vae": dict(lr=3e-3, lr_schedule="cosine", epochs=10),
-           "conv": dict(batch_size=64, lr=2e-3, epochs=6)}
+           "conv": dict(batch_size=64, lr=2e-3, epochs=6)}  # conv: the dense recipe, untried (gpu plan only)
 # epochs per loop: baseline, aelab (same settings), aelab compiled; and whether to run the recipe (else the
 # same-settings run stands in for it, against the baseline's metric after its last epoch)
 PLANS = {

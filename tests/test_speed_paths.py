@@ -73,8 +73,9 @@ def test_channels_last_training_matches_and_saves_plain_weights(small_mnist, tmp
     nhwc = aelab.train("conv", data, out=tmp_path / "nhwc", **common)
     monkeypatch.setattr(trainer_mod, "wants_channels_last", lambda model, device: False)
     plain = aelab.train("conv", data, out=tmp_path / "plain", **common)
-    assert plain.model.encoder.body[0].weight.is_contiguous()
-    assert nhwc.model.encoder.body[0].weight.is_contiguous(memory_format=torch.channels_last)
+    w_plain, w_nhwc = plain.model.encoder.body[2].weight, nhwc.model.encoder.body[2].weight  # 4 -> 8 channels
+    assert w_plain.is_contiguous() and not w_plain.is_contiguous(memory_format=torch.channels_last)
+    assert w_nhwc.is_contiguous(memory_format=torch.channels_last) and not w_nhwc.is_contiguous()
     assert nhwc.last["test_loss"] == pytest.approx(plain.last["test_loss"], rel=1e-4)
     reloaded = aelab.load_model(tmp_path / "nhwc" / "model.pt")
     x = data.x_test[:16].float() / 255
