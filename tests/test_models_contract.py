@@ -108,3 +108,25 @@ def test_flat_features_model():
     m = aelab.build_model("dense", (7,), latent_dim=2, hidden_dims=[5], output="linear")
     out = m(torch.randn(4, 7))
     assert out.recon.shape == (4, 7)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_data_init_starts_the_decoder_at_the_mean_image(name):
+    """init_from_data sets the output bias to the logit of the mean input: per pixel for a linear last
+    layer, per channel for a convolutional one."""
+    model = _build(name)
+    x = _x(50) * 0.5 + 0.25  # means well inside (0, 1)
+    model.init_from_data(x)
+    bias = model.output_bias()
+    mean = x.mean(0).flatten() if bias.numel() == x[0].numel() else x.mean((0, 2, 3))
+    assert torch.allclose(torch.sigmoid(bias), mean, atol=1e-5)
+    if bias.numel() == x[0].numel():  # a linear last layer: a zero input to it decodes to the mean image
+        last = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)][-1]
+        assert torch.allclose(torch.sigmoid(last(torch.zeros(1, last.in_features))).flatten(), mean, atol=1e-5)
+
+
+def test_data_init_of_unbounded_features_is_the_mean():
+    m = aelab.build_model("dense", (7,), latent_dim=2, hidden_dims=[5], output="linear")
+    x = torch.randn(40, 7) * 3 + 5
+    m.init_from_data(x)
+    assert torch.allclose(m.output_bias(), x.mean(0), atol=1e-5)

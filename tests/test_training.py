@@ -125,3 +125,20 @@ def test_signal_during_the_last_step_records_the_epoch(small_mnist, tmp_path):
     again.fit()
     a, b = ref.model.state_dict(), again.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fresh_runs_start_the_decoder_at_the_mean_image(small_mnist, tmp_path):
+    seen = []
+
+    def spied(**kw):
+        model = aelab.build_model("dense", latent_dim=4, hidden_dims=[8])
+        hook = model.init_from_data
+        model.init_from_data = lambda x: (seen.append(x.clone()), hook(x))
+        return model
+
+    common = dict(epochs=1, progress=False, log=None, report=False)
+    aelab.train(spied(), small_mnist, out=tmp_path / "a", **common)
+    assert len(seen) == 1  # once, before the first step, with every training image (fewer than 10,000)
+    assert torch.equal(seen[0], small_mnist.x_train.float() / 255)
+    aelab.train(spied(), small_mnist, out=tmp_path / "b", data_init=False, **common)
+    assert len(seen) == 1  # data_init=False: not called

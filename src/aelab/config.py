@@ -48,6 +48,7 @@ class RunConfig:
     weight_decay: float = 0.0  # Adam weight decay
     grad_clip: float | None = None  # clip the gradient norm to this value; None = no clipping
     seed: int = 0  # seeds weights, shuffling and sampling
+    data_init: bool = True  # before the first step, set the decoder's output bias so it starts at the mean training image
     device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
     compile: bool = False  # torch.compile the model (helps on GPU; measured in benchmarks/)
     precision: str = "auto"  # forward-pass precision: "auto" (bf16 autocast on CUDA, float32 on CPU), "fp32", "bf16"

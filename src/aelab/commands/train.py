@@ -10,7 +10,7 @@ import typing
 from ..config import RunConfig, check_file_paths, coerce_fields, read_config_file
 
 # Flags whose spelling differs from the field name.
-_RENAMED = {"report": "--no-report"}
+_RENAMED = {"report": "--no-report", "data_init": "--no-data-init"}
 
 
 def _field_help() -> dict[str, str]:

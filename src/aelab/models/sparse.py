@@ -117,8 +117,7 @@ class SparseAE(Autoencoder):
         if self.training:  # device-side bookkeeping, no host sync
             fired = (z > 0).any(0)
             self.steps_since_fired.copy_(torch.where(fired, 0, self.steps_since_fired + 1))
-        recon = torch.sigmoid(logits) if self.output == "sigmoid" else logits
-        return AEOutput(loss=loss, recon=recon, z=z, terms=terms, logits=logits)
+        return AEOutput(loss=loss, z=z, terms=terms, logits=logits, output=self.output)
 
     def auxk_loss(self, pre: torch.Tensor, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """AuxK (Gao et al. 2024): reconstruct x from the code plus the top ``k_aux`` dead units.

@@ -114,9 +114,8 @@ class VAE(Autoencoder):
         kl = q.kl()  # (B,)
         weight = self.kl_weight if self.training else self.beta
         loss = (nll + weight * kl).mean()
-        recon = torch.sigmoid(logits) if self.output == "sigmoid" else logits
         terms = {"recon": nll.mean(), "kl": kl.mean(), "neg_elbo": (nll + kl).mean()}
-        return AEOutput(loss=loss, recon=recon, z=z, terms=terms, logits=logits)
+        return AEOutput(loss=loss, z=z, terms=terms, logits=logits, output=self.output)
 
     # ---------------------------------------------------------------- generation
     @torch.no_grad()

@@ -128,6 +128,21 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self._partial: _EpochState | None = None
         self._stop_signal: int | None = None
+        self._data_initialised = False
+
+    def init_from_data(self, rows: int = 10_000) -> None:
+        """Call the model's optional ``init_from_data(x)`` hook (an output bias set from the data's mean)
+        with up to ``rows`` training inputs spread evenly over the set, read in small pieces (a memory-mapped
+        source keeps its bound). Done once, before the first step of a fresh run; every rank sees the same
+        rows, so the ranks stay identical."""
+        self._data_initialised = True
+        hook = getattr(self.model, "init_from_data", None)
+        n = len(self.batches)
+        if hook is None or n == 0:
+            return
+        idx = torch.linspace(0, n - 1, min(n, rows)).round().long().unique()
+        x = torch.cat([self.batches.take(part.to(self.device)) for part in idx.split(500)])
+        hook(x)
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -198,6 +213,8 @@ class Trainer:
                 signal.signal(s, self._on_signal)
         except ValueError:  # not the main thread: leave signals alone
             previous = {}
+        if self.epoch == 0 and self._partial is None and self.cfg.data_init and not self._data_initialised:
+            self.init_from_data()
         try:
             while self.epoch < min(self.cfg.epochs, until or self.cfg.epochs):
                 record = self._run_epoch(self.epoch + 1)
