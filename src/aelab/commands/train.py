@@ -29,6 +29,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
         kw = dict(dest=f.name, default=argparse.SUPPRESS, help=f"{helps.get(f.name, '')} (default: {f.default})")
         if base is bool:
+            if f.default:  # --no-report, --no-data-init: the field says what is on; the flag turns it off
+                kw["help"] = f"turns off: {helps.get(f.name, '')} (on by default)"
             parser.add_argument(flag, action="store_const", const=not f.default, **kw)
         elif typing.get_origin(base) is list:
             parser.add_argument(flag, metavar="N[,N...]", **kw)
