@@ -132,17 +132,15 @@ class Trainer:
 
     def init_from_data(self, rows: int = 10_000) -> None:
         """Call the model's optional ``init_from_data(x)`` hook (an output bias set from the data's mean)
-        with up to ``rows`` training inputs spread evenly over the set, read in small pieces (a memory-mapped
-        source keeps its bound). Done once, before the first step of a fresh run; every rank sees the same
-        rows, so the ranks stay identical."""
+        with the first ``rows`` training inputs of a shuffled order (the order of epoch 0, which training never
+        uses), read in pieces of 500: a memory-mapped source reads a block or two, not the whole file. Done
+        once, before the first step of a fresh run; every rank sees the same rows, so the ranks stay identical."""
         self._data_initialised = True
         hook = getattr(self.model, "init_from_data", None)
-        n = len(self.batches)
-        if hook is None or n == 0:
+        if hook is None or len(self.batches) == 0:
             return
-        idx = torch.linspace(0, n - 1, min(n, rows)).round().long().unique()
-        x = torch.cat([self.batches.take(part.to(self.device)) for part in idx.split(500)])
-        hook(x)
+        order = self.batches.epoch_order(self.cfg.seed, 0)[:rows]
+        hook(torch.cat([self.batches.take(part) for part in order.split(500)]))
 
     # ------------------------------------------------------------------ checkpoints
     @property
