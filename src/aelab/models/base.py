@@ -103,8 +103,9 @@ class Autoencoder(nn.Module):
         """Start the decoder at the mean of ``x`` (training inputs, (N, *input_shape)): its output bias becomes
         the mean input value (per output value, or per channel for a convolutional decoder), through the logit
         for a sigmoid output. Early steps then learn how inputs differ from the mean image instead of first
-        finding it (the IWAE code of Burda et al. 2016 initialises its Bernoulli decoder this way); on full
-        MNIST the pytorch/examples VAE ends 10 epochs ~0.4 nats lower. The trainer calls this on a fresh run
+        finding it (the IWAE code of Burda et al. 2016 initialises its Bernoulli decoder this way). On full
+        MNIST after 10 epochs (batch 128, Adam 1e-3): the dense autoencoder's test MSE ~12% lower, the
+        pytorch/examples VAE's -ELBO ~0.4 nats lower (README, Models). The trainer calls this on a fresh run
         unless ``data_init`` is off."""
         bias = self.output_bias()
         if bias is None or x.shape[0] == 0:
