@@ -163,8 +163,3 @@ def iter_baseline(kind: str, data, epochs: int, device: torch.device, seed: int 
         seconds = time.perf_counter() - t0  # loss.item() each step has already synchronised a GPU
         metric = test_metric(kind, model, test_loader, device)
         yield {"epoch": epoch, "seconds": seconds, "train_loss": train_loss, "test_metric": metric}
-
-
-def run_baseline(kind: str, data, epochs: int, device: torch.device, seed: int = 0) -> list[dict]:
-    """All epochs of :func:`iter_baseline` as a list."""
-    return list(iter_baseline(kind, data, epochs, device, seed))

@@ -36,8 +36,9 @@ def make_file(path: Path, gb: float) -> int:
     import numpy as np
 
     import aelab
+    from aelab.data import as_float
 
-    digits = aelab.load_dataset("mnist5k").x_train.numpy().astype(np.float32) / 255.0  # (4000, 1, 28, 28)
+    digits = as_float(aelab.load_dataset("mnist5k").x_train).numpy()  # float32 (4000, 1, 28, 28)
     rows = int(gb * 2**30 // digits[0].nbytes)
     array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, *digits.shape[1:]))
     for start in range(0, rows, len(digits)):

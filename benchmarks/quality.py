@@ -25,7 +25,9 @@ from pathlib import Path
 import torch
 
 import aelab
+from aelab.data import as_float
 from aelab.evaluation import evaluate_model, probe_accuracies
+from speed import mnist_dir  # benchmarks/speed.py: sys.path[0] when this runs as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,8 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def load(args):
     if args.quick:
         return aelab.load_dataset("mnist5k")
-    root = Path(os.environ.get("AELAB_DATA_DIR", ROOT.parent / "shared" / "data"))
-    return aelab.load_dataset("mnist", data_dir=root / "mnist")
+    return aelab.load_dataset("mnist", data_dir=mnist_dir(None))  # None: aelab's own search (cache, download)
 
 
 def train(name, data, out, epochs, **kw):
@@ -52,8 +53,8 @@ def section_probes_and_sparse(data, args, workdir) -> dict:
                              **common)
     ev_dense = evaluate_model(dense.model, data, progress=False)
     ev_sparse = evaluate_model(sparse.model, data, progress=False)
-    raw = probe_accuracies(data.x_train.flatten(1).float() / 255, data.y_train,
-                           data.x_test.flatten(1).float() / 255, data.y_test)
+    raw = probe_accuracies(as_float(data.x_train.flatten(1)), data.y_train,
+                           as_float(data.x_test.flatten(1)), data.y_test)
     return {
         "probes": {
             "epochs": epochs,

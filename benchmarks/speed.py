@@ -157,23 +157,30 @@ def iter_aelab(name: str, data, epochs: int, device, **settings):
             yield dict(trainer.history[-1], test_metric=trainer.history[-1][spec["metric"]])
 
 
+def _get_rng():
+    """The CPU random state and, where CUDA is available, every GPU's."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+
+def _set_rng(state) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state_all(state[1])
+
+
 def private_rng(loop):
     """Run an epoch generator on its own random stream, so loops taking turns do not draw from each other's."""
-    state = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    state = _get_rng()
     while True:
-        saved = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
-        torch.set_rng_state(state[0])
-        if state[1] is not None:
-            torch.cuda.set_rng_state_all(state[1])
+        saved = _get_rng()
+        _set_rng(state)
         try:
             record = next(loop)
         except StopIteration:
             return
         finally:
-            state = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
-            torch.set_rng_state(saved[0])
-            if saved[1] is not None:
-                torch.cuda.set_rng_state_all(saved[1])
+            state = _get_rng()
+            _set_rng(saved)
         yield record
 
 
@@ -202,14 +209,15 @@ def summary(records: list[dict], n_train: int, skip_first: bool = False) -> dict
             "test_metric": records[-1]["test_metric"], "test_metric_per_epoch": [r["test_metric"] for r in records]}
 
 
-def time_to(records: list[dict], target: float, with_eval: bool) -> float | None:
-    """Wall seconds until the first epoch whose test metric is at or below ``target`` (None if never)."""
+def time_to(records: list[dict], target: float) -> tuple[float | None, int | None]:
+    """Wall seconds (training and evaluation) until the first epoch whose test metric is at or below
+    ``target``, and that epoch; (None, None) if never."""
     total = 0.0
     for r in records:
-        total += r["seconds"] + (r.get("eval_seconds", 0.0) if with_eval else 0.0)
+        total += r["seconds"] + r.get("eval_seconds", 0.0)
         if r["test_metric"] <= target:
-            return total
-    return None
+            return total, r["epoch"]
+    return None, None
 
 
 # ------------------------------------------------------------------------------------------------ measures
@@ -284,8 +292,7 @@ def bench_model(name: str, data, device, plan: tuple, peak: dict, compile_check:
         summaries["recipe"] = summary(ttq_recs, n)
     else:  # no separate run in this plan: the same-settings run is the recipe
         ttq_recs, ttq["recipe"] = same, {"batch_size": 128, "lr": 1e-3, "epochs": n_aelab}
-    ttq["aelab_seconds"] = time_to(ttq_recs, target, with_eval=True)
-    ttq["epochs"] = next((r["epoch"] for r in ttq_recs if r["test_metric"] <= target), None)
+    ttq["aelab_seconds"], ttq["epochs"] = time_to(ttq_recs, target)
     ttq["epochs_run"] = len(ttq_recs)
     if ttq["aelab_seconds"] is not None:
         ttq["fraction_of_baseline"] = ttq["aelab_seconds"] / ttq["baseline_seconds"]
@@ -317,9 +324,13 @@ def markdown(report: dict) -> str:
              "recipe": "aelab, its recipe"}
     for model, res in report["models"].items():
         ttq = res["time_to_quality"]
+        ttq_row = "recipe" if "recipe" in res["loops"] else "aelab"
+        labels = dict(names)
+        if "recipe" in res["loops"]:
+            labels["recipe"] = "aelab, " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                                                     for k, v in ttq["recipe"].items() if k != "epochs")
         for key, loop in res["loops"].items():
             quality = ""
-            ttq_row = "recipe" if "recipe" in res["loops"] else "aelab"
             if key == "baseline":
                 quality = f"{ttq['baseline_seconds']:.1f} s to {ttq['target']:.4g} ({ttq['target_epochs']} epochs)"
             elif key == ttq_row and ttq.get("aelab_seconds") is not None:
@@ -327,10 +338,7 @@ def markdown(report: dict) -> str:
                            f"(epoch {ttq['epochs']})")
             elif key == ttq_row:
                 quality = f"not reached in {ttq['epochs_run']} epochs"
-            if key == "recipe":
-                key_name = "aelab, " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                                                 for k, v in ttq["recipe"].items() if k != "epochs")
-            lines.append(f"| {model} | {key_name if key == 'recipe' else names[key]} | {loop['epochs']} | {loop['seconds_per_epoch']:.2f} | "
+            lines.append(f"| {model} | {labels[key]} | {loop['epochs']} | {loop['seconds_per_epoch']:.2f} | "
                          f"{loop['samples_per_second']:,.0f} | {loop['ratio']:.2f}x | {loop['test_metric']:.5g} | "
                          f"{_pct(loop['fraction_of_step_bound'])} | {loop['achieved_gflops']:.0f} | {quality} |")
     others = report.get("other_cores")

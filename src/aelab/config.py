@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import AelabError, closest
+from .errors import AelabError, closest, first_line
 
 FORMAT_VERSION = 1  # bump when the layout of a run folder changes incompatibly
 MAX_SEED = 2**32 - 1  # per-epoch shuffles seed torch with seed * 1_000_003 + epoch, which must fit 64 bits
@@ -137,9 +137,7 @@ def read_config_file(path: str | Path) -> dict:
             values = json.loads(text.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # JSON/TOML decode errors are ValueErrors
         kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if isinstance(exc, RecursionError):
-            first = "nested too deeply"
+        first = "nested too deeply" if isinstance(exc, RecursionError) else first_line(exc, 10_000)
         raise AelabError(f"config file {path} is not valid {kind}: {first}") from None
     if not isinstance(values, dict):
         raise AelabError(f"config file {path} must hold a table of settings, not {type(values).__name__}")

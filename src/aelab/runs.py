@@ -45,23 +45,6 @@ class Run:
         return f"Run({str(self.path)!r}, model={self.config.model!r}, epochs={len(self.history)})"
 
 
-def is_image_data(data: Dataset) -> bool:
-    return len(data.input_shape) == 3
-
-
-def examples_per_class(x: torch.Tensor, y: torch.Tensor | None, n: int = 10) -> torch.Tensor:
-    """``n`` test samples, one of each class in turn when labels exist (the first of each), for figures."""
-    if y is None:
-        return x[:n]
-    picks, classes = [], torch.unique(y).tolist()
-    for rank in range(n):
-        c = classes[rank % len(classes)]
-        idx = (y == c).nonzero().flatten()
-        if rank // len(classes) < len(idx):
-            picks.append(int(idx[rank // len(classes)]))
-    return x[torch.tensor(picks, device=x.device)]
-
-
 def train(model: Autoencoder | str | None = None, data: Dataset | str | None = None, *,
           out: str | Path | None = None, resume: bool = False, config: RunConfig | None = None,
           progress: bool = True, log=print, **settings) -> Run:
@@ -205,5 +188,5 @@ def open_run(path: str | Path, map_location="cpu") -> Run:
     return Run(path, cfg, history, model)
 
 
-__all__ = ["CONFIG", "FORMAT_VERSION", "METRICS", "MODEL", "Run", "examples_per_class", "open_run", "train",
+__all__ = ["CONFIG", "FORMAT_VERSION", "METRICS", "MODEL", "Run", "open_run", "train",
            "write_figures"]

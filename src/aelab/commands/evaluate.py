@@ -56,14 +56,9 @@ def cmd_compare(args) -> int:
     md, cs = write_comparison(rows, args.out)
     print(f"wrote {md} and {cs}")
     if args.html:
-        try:
-            from ..viz.report import write_comparison_report
-        except ModuleNotFoundError as exc:
-            if exc.name != "aelab.viz.report":
-                raise
-            raise AelabError("the HTML comparison report is not available in this aelab version; "
-                             "use comparison.md instead") from None
-        print(f"wrote {write_comparison_report([Path(r) for r in args.runs], Path(args.html)) or args.html}")
+        from ..viz.report import write_comparison_report
+
+        print(f"wrote {write_comparison_report([Path(r) for r in args.runs], Path(args.html))}")
     return 0
 
 

@@ -55,7 +55,7 @@ def _tour(dataset, epochs, out, data_dir, progress, log) -> Path:
     say = log or (lambda *a, **k: None)
     t0 = time.perf_counter()
     data = load_dataset(dataset, data_dir)
-    if len(data.input_shape) != 3:
+    if not data.is_images:
         raise AelabError(f"the tour trains convolutional models, which need images; {dataset} holds "
                          f"{data.input_shape} features: use aelab train --model dense on it")
     scale = TOUR_SAMPLES / len(data.x_train)

@@ -19,11 +19,20 @@ def as_float(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s random stream (fits 64 bits for any seed up to 2**32 - 1)."""
+    return int(seed) * 1_000_003 + int(epoch)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The random stream of epoch ``epoch``: a function of (seed, epoch) alone (see epoch_permutation)."""
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch))
+
+
 def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """The shuffle of epoch ``epoch``: a function of (seed, epoch) alone, so a resumed run and every
     rank of a distributed run draw the same order without sharing generator state."""
-    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
-    return torch.randperm(n, generator=g).to(device)
+    return torch.randperm(n, generator=epoch_generator(seed, epoch)).to(device)
 
 
 def iterate_batches(x: torch.Tensor, batch_size: int, order: torch.Tensor | None = None) -> Iterator[torch.Tensor]:

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import AelabError, closest
 from . import download as dl
+from .batches import TensorBatches
 from .idx import read_image_label_pair
 
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -43,6 +44,11 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
     @property
+    def is_images(self) -> bool:
+        """True for images (N, C, H, W), False for flat features (N, D)."""
+        return len(self.input_shape) == 3
+
+    @property
     def bounded(self) -> bool:
         """True when every value lies in [0, 1] once converted (uint8 images always do)."""
         if self.x_train.dtype == torch.uint8:
@@ -59,8 +65,6 @@ class Dataset:
 
     def train_batches(self):
         """The training rows as a batch source for the trainer (see :class:`aelab.data.batches.TensorBatches`)."""
-        from .batches import TensorBatches
-
         return TensorBatches(self.x_train)
 
     def __repr__(self) -> str:
@@ -208,9 +212,9 @@ DESCRIPTIONS = {
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> Dataset:
     """Load a dataset by name (see ``DATASETS``); files are found as :func:`find_files` describes.
     A name ending in ``.npy`` is a file trained through a memory map (:mod:`aelab.data.memmap`)."""
-    if str(name).lower().endswith(".npy"):
-        from .memmap import load_npy
+    from .memmap import is_npy_name, load_npy  # here: memmap builds on this module's Dataset
 
+    if is_npy_name(name):
         return load_npy(name, data_dir)
     if name not in DATASETS:
         raise AelabError(f"unknown dataset '{name}'{closest(name, DATASETS)}; choose one of: {', '.join(DATASETS)}")

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import AelabError
-from .batches import as_float
+from ..errors import AelabError, first_line
+from .batches import as_float, epoch_generator, epoch_permutation
 from .datasets import Dataset
 
 BLOCK_BYTES = 32 * 2**20  # rows read together; two blocks bound the memory training holds
@@ -46,8 +46,8 @@ def open_npy(path: str | Path) -> np.memmap:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-        raise AelabError(f"{path} is not a readable .npy array ({first}); write it with numpy.save") from None
+        raise AelabError(f"{path} is not a readable .npy array ({first_line(exc, 160)}); write it with "
+                         f"numpy.save") from None
     if not isinstance(array, np.memmap):  # np.load maps every plain array; anything else is not one
         raise AelabError(f"{path} is not a plain .npy array; write it with numpy.save")
     if array.ndim < 2 or array.shape[0] < 2 or 0 in array.shape:
@@ -56,7 +56,7 @@ def open_npy(path: str | Path) -> np.memmap:
     if not (array.dtype == np.uint8 or array.dtype.kind == "f"):
         raise AelabError(f"{path} holds {array.dtype}; save uint8 images or float features "
                          f"(array.astype('float32'))")
-    if array.ndim > 1 and not array.flags.c_contiguous:
+    if not array.flags.c_contiguous:
         raise AelabError(f"{path} is stored in Fortran order, so a row is not contiguous on disk; save "
                          f"numpy.ascontiguousarray(array) instead")
     return array
@@ -70,6 +70,11 @@ def _release(array: np.memmap) -> None:
         mm.madvise(mmap.MADV_DONTNEED)
 
 
+def _rows_in(nbytes: int, array: np.ndarray) -> int:
+    """How many rows of ``array`` fit in ``nbytes`` (at least one)."""
+    return max(1, int(nbytes) // max(1, array.dtype.itemsize * math.prod(array.shape[1:])))
+
+
 def row_dtype(array: np.ndarray) -> np.dtype:
     """What rows are held as in memory: uint8 stays uint8 (a quarter of float32), any float is float32."""
     return np.dtype(np.uint8) if array.dtype == np.uint8 else np.dtype(np.float32)
@@ -79,7 +84,7 @@ def read_rows(array: np.memmap, start: int, stop: int, out: np.ndarray | None = 
     """Rows ``start:stop`` as a private in-memory array (into ``out[:stop - start]`` when given), copied
     a few MiB at a time so that no more than that of the file is ever mapped in at once."""
     rows = np.empty((stop - start, *array.shape[1:]), row_dtype(array)) if out is None else out[:stop - start]
-    step = max(1, CHUNK_BYTES // max(1, array[0].nbytes))
+    step = _rows_in(CHUNK_BYTES, array)
     for lo in range(start, stop, step):
         hi = min(lo + step, stop)
         rows[lo - start:hi - start] = array[lo:hi]
@@ -100,8 +105,7 @@ class MemmapBatches:
         self.array = open_npy(path)
         self.start, self.rows = int(start), int(stop) - int(start)
         self.device = torch.device(device)
-        row_bytes = self.array.dtype.itemsize * math.prod(self.array.shape[1:])
-        self.block_rows = max(1, int(block_bytes) // row_bytes)
+        self.block_rows = _rows_in(block_bytes, self.array)
         self.n_blocks = math.ceil(self.rows / self.block_rows)
         self._blocks: dict[int, torch.Tensor] = {}
         # block buffers are reused rather than reallocated: a fixed two or three for the whole run
@@ -113,10 +117,11 @@ class MemmapBatches:
 
     def epoch_order(self, seed: int, epoch: int) -> torch.Tensor:
         """The blocks in a shuffled order, the rows of each block shuffled: a function of (seed, epoch)."""
-        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+        if self.n_blocks == 1:  # exactly the in-memory shuffle of the same seed and epoch
+            return epoch_permutation(self.rows, seed, epoch)
+        g = epoch_generator(seed, epoch)
         parts = []
-        # one block: exactly the in-memory shuffle (aelab.data.epoch_permutation) of the same seed and epoch
-        for b in torch.randperm(self.n_blocks, generator=g).tolist() if self.n_blocks > 1 else [0]:
+        for b in torch.randperm(self.n_blocks, generator=g).tolist():
             lo = b * self.block_rows
             parts.append(lo + torch.randperm(min(self.block_rows, self.rows - lo), generator=g))
         return torch.cat(parts)
@@ -203,7 +208,7 @@ class MemmapDataset(Dataset):
 
     def _scan_float(self) -> bool:
         array = open_npy(self.path)
-        step = max(1, self.block_bytes // (array.dtype.itemsize * math.prod(array.shape[1:])))
+        step = _rows_in(self.block_bytes, array)
         lo, hi = math.inf, -math.inf
         buf = np.empty((min(step, len(array)), *array.shape[1:]), row_dtype(array))
         for start in range(0, len(array), step):

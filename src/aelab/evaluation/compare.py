@@ -11,7 +11,7 @@ import csv
 import io
 from pathlib import Path
 
-from .evaluate import METRIC_KEYS, evaluate_run, read_evaluation
+from .evaluate import METRIC_KEYS, ensure_evaluation
 
 ID_KEYS = ("model", "dataset")  # rows above the metrics, to tell the runs apart
 DESCRIPTIONS = {
@@ -43,11 +43,8 @@ def collect(run_dirs, *, iwae_samples: int | None = None, progress: bool = True,
             open_run(run_dir)  # raises the AelabError that says what is wrong with it
     rows = []
     for run_dir in run_dirs:
-        values = read_evaluation(run_dir)
-        if values is None:
-            if log:
-                log(f"evaluating {run_dir} (no up-to-date evaluation.json yet)")
-            values = evaluate_run(run_dir, iwae_samples=iwae_samples, progress=progress)
+        values = ensure_evaluation(run_dir, iwae_samples=iwae_samples, progress=progress, log=log,
+                                   message="evaluating {run_dir} (no up-to-date evaluation.json yet)")
         rows.append({**values, "run": str(run_dir)})
     return rows
 

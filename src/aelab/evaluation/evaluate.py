@@ -33,6 +33,7 @@ import torch
 from ..data.batches import as_float, iterate_batches
 from ..data.datasets import Dataset
 from ..errors import AelabError
+from ..models.base import eval_mode
 from . import likelihood
 from .metrics import ACTIVE_THRESHOLD, bce_per_image, mse_per_pixel, sparsity_summary
 from .probes import MAX_TRAIN, probe_accuracies, stratified_subset
@@ -61,12 +62,8 @@ def evaluate_model(model, data: Dataset, *, binarize: bool = False, iwae_samples
     model.check_input(as_float(data.x_test[:1]).to(device))
     if binarize and not data.bounded:
         raise AelabError(f"binarize needs data in [0, 1] but {data.name} is not; evaluate without binarizing")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return _evaluate(model, data, device, binarize, k, seed, progress, t0)
-    finally:
-        model.train(was_training)
 
 
 def _evaluate(model, data: Dataset, device, binarize: bool, k: int, seed: int, progress: bool, t0: float) -> dict:
@@ -165,10 +162,13 @@ def evaluate_run(run_dir, *, iwae_samples: int | None = None, data: Dataset | No
 def read_evaluation(run_dir) -> dict | None:
     """The metrics stored in ``RUN/evaluation.json``, or None when the run has not been evaluated since
     its weights last changed (no file, an unreadable one, or weights newer than it)."""
+    from ..runs import MODEL
+    from ..training.trainer import CHECKPOINT
+
     path = Path(run_dir) / EVALUATION
     if not path.is_file():
         return None
-    weights = [p for p in (Path(run_dir) / "model.pt", Path(run_dir) / "checkpoints" / "last.pt") if p.is_file()]
+    weights = [p for p in (Path(run_dir) / MODEL, Path(run_dir) / CHECKPOINT) if p.is_file()]
     if any(p.stat().st_mtime > path.stat().st_mtime for p in weights):
         return None
     try:
@@ -176,3 +176,15 @@ def read_evaluation(run_dir) -> dict | None:
     except (OSError, ValueError):
         return None
     return values if isinstance(values, dict) else None
+
+
+def ensure_evaluation(run_dir, data: Dataset | None = None, *, iwae_samples: int | None = None,
+                      progress: bool = False, log=None, message: str = "evaluating {run_dir} ...") -> dict:
+    """The run's up-to-date ``evaluation.json`` (see :func:`read_evaluation`); evaluated now with
+    :func:`evaluate_run` (and written) when missing or stale, after ``log(message)`` (``{run_dir}`` filled in)."""
+    values = read_evaluation(run_dir)
+    if values is None:
+        if log:
+            log(message.format(run_dir=run_dir))
+        values = evaluate_run(run_dir, iwae_samples=iwae_samples, data=data, progress=progress)
+    return values

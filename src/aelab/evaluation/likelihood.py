@@ -18,6 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.batches import as_float
+from ..models.base import eval_mode
+from ..models.vae import standard_normal_log_prob
 
 MAX_ELEMENTS = 1 << 24  # decoder outputs per chunk (64 MiB of float32; the BCE adds a few temporaries)
 
@@ -32,11 +34,6 @@ def is_variational(model, x: torch.Tensor | None = None) -> bool:
     with torch.inference_mode():
         q = model.encode(as_float(x[:1]))
     return all(hasattr(q, name) for name in ("sample", "log_prob", "kl"))
-
-
-def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
-    """log N(z; 0, I) summed over the code dimension. z: (..., D) -> (...)."""
-    return -0.5 * (z.square() + math.log(2 * math.pi)).sum(-1)
 
 
 def iwae_from_log_weights(log_w: torch.Tensor) -> torch.Tensor:
@@ -62,10 +59,8 @@ def neg_elbo(model, x: torch.Tensor, *, seed: int = 0, mc_kl: bool = False, max_
     eq. 10). With ``mc_kl=True`` the KL is estimated on the same z instead, log q(z|x) - log N(z; 0, I):
     that is exactly :func:`iwae_nll` with K = 1 and the same seed (same draws, same chunks).
     """
-    model_was_training = model.training
-    model.eval()
     out = torch.empty(len(x), dtype=torch.float64, device=x.device)
-    with seeded(seed, x.device), torch.inference_mode():
+    with eval_mode(model), seeded(seed, x.device), torch.inference_mode():
         _, b_chunk = chunk_sizes(len(x), 1, _size(x), max_elements)
         for start in range(0, len(x), b_chunk):
             xb = as_float(x[start:start + b_chunk])
@@ -76,7 +71,6 @@ def neg_elbo(model, x: torch.Tensor, *, seed: int = 0, mc_kl: bool = False, max_
             else:
                 value = -model.log_likelihood(model.decode_logits(z), xb)[0] + q.kl()
             out[start:start + len(xb)] = value.double()
-    model.train(model_was_training)
     return out
 
 
@@ -90,15 +84,13 @@ def iwae_nll(model, x: torch.Tensor, samples: int, *, seed: int = 0, max_element
     """
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
-    model_was_training = model.training
-    model.eval()
     k_chunk, b_chunk = chunk_sizes(len(x), samples, _size(x), max_elements)
     n_img = math.ceil(len(x) / b_chunk)
     n_smp = math.ceil(samples / k_chunk)
     out = torch.empty(len(x), dtype=torch.float64, device=x.device)
     bar = tqdm(total=n_img * n_smp, desc=f"IWAE bound, K={samples}", leave=False, dynamic_ncols=True,
                disable=None if progress else True)
-    with seeded(seed, x.device), torch.inference_mode():
+    with eval_mode(model), seeded(seed, x.device), torch.inference_mode():
         for start in range(0, len(x), b_chunk):
             xb = as_float(x[start:start + b_chunk])
             q = model.encode(xb)
@@ -110,7 +102,6 @@ def iwae_nll(model, x: torch.Tensor, samples: int, *, seed: int = 0, max_element
                 bar.update(1)
             out[start:start + len(xb)] = -(acc - math.log(samples))
     bar.close()
-    model.train(model_was_training)
     return out
 
 

@@ -1,13 +1,14 @@
 """What every autoencoder shares: the named output, the verbs, input checks and the reconstruction term."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 from torch import nn
 
 from ..errors import AelabError
-from ..losses import reconstruction_loss
+from ..losses import reconstruction_loss, to_output
 
 
 class AEOutput:
@@ -34,7 +35,7 @@ class AEOutput:
     @property
     def recon(self) -> torch.Tensor:
         if self._recon is None:
-            self._recon = torch.sigmoid(self.logits) if self.output == "sigmoid" else self.logits
+            self._recon = to_output(self.logits, self.output)
         return self._recon
 
 
@@ -82,8 +83,7 @@ class Autoencoder(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Codes (B, latent_dim) to reconstructions in input space."""
-        out = self.decode_logits(z)
-        return torch.sigmoid(out) if self.output == "sigmoid" else out
+        return to_output(self.decode_logits(z), self.output)
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """The code the decoder receives for ``x`` (deterministic; for metrics and maps)."""
@@ -131,6 +131,17 @@ class Autoencoder(nn.Module):
         logits = self.decode_logits(z)
         rec = self.recon_term(logits, x)
         return AEOutput(loss=rec, z=z, terms={"recon": rec}, logits=logits, output=self.output)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """``model.eval()`` for the duration of a ``with`` block, then the mode it had (also after an error)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def mlp(sizes: list[int], final_activation: bool = False) -> nn.Sequential:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import AelabError
-from ..losses import kl_sparsity_penalty, l1_penalty
+from ..losses import kl_sparsity_penalty, l1_penalty, to_output
 from .base import AEOutput, Autoencoder, mlp
 
 # Per-penalty default of sparsity_weight. The AuxK weight is 1.0, not the paper's 1/32: our reconstruction
@@ -67,9 +67,7 @@ class SparseAE(Autoencoder):
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         """Encode ``x`` minus the decoder's image of the zero code (its output bias), so units compete on how
         an input differs from the typical one rather than on the mean image (Gao et al. 2024's b_pre)."""
-        bias = self.decoder[-1].bias
-        centre = torch.sigmoid(bias) if self.output == "sigmoid" else bias
-        return self.encoder(x.flatten(1) - centre)
+        return self.encoder(x.flatten(1) - to_output(self.decoder[-1].bias, self.output))
 
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         """Pre-activations (B, latent) -> the sparse code the decoder receives (B, latent)."""

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..losses import at_least_float32, gaussian_kl_standard
+from ..losses import at_least_float32, gaussian_kl_standard, to_output
 from .base import AEOutput, Autoencoder, mlp
 from .conv import ConvDecoder, ConvEncoder, check_conv_shape
 
@@ -97,7 +97,7 @@ class VAE(Autoencoder):
             # broadcasts over the K samples of an IWAE pass without being copied, and it runs ~1.8x faster
             logits = at_least_float32(logits)
             return (x * logits).sum(dims) - F.softplus(logits).sum(dims)
-        mean = torch.sigmoid(logits) if self.output == "sigmoid" else logits
+        mean = to_output(logits, self.output)
         return (-0.5 * ((x - mean).square() / self.log_sigma2.exp() + self.log_sigma2 + LOG_2PI)).sum(dims)
 
     def set_progress(self, epochs_done: float) -> None:

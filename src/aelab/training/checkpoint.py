@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import AelabError
+from ..errors import AelabError, first_line
 
 PREVIOUS = "previous.pt"  # the checkpoint before the last one, in the same folder
 
@@ -145,8 +145,7 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         if "Weights only load failed" in text or "weights_only" in text:
             raise AelabError(f"{path} holds objects other than tensors and plain values; aelab refuses to "
                              f"load it because unpickling it could run code") from None
-        first = text.splitlines()[0] if text else type(exc).__name__
-        raise DamagedFileError(f"{path} is damaged or not a checkpoint ({first[:160]})") from None
+        raise DamagedFileError(f"{path} is damaged or not a checkpoint ({first_line(exc, 160)})") from None
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:

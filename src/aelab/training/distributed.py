@@ -23,7 +23,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from ..errors import AelabError
+from ..data.batches import epoch_seed
+from ..errors import AelabError, first_line
 
 TIMEOUT_ENV = "AELAB_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0
@@ -112,7 +113,7 @@ def init(ctx: DistContext | None = None) -> DistContext:
                                 timeout=timedelta(seconds=timeout_seconds()))
     except dist.DistError as exc:
         raise AelabError(f"rank {ctx.rank} could not join the process group at {os.environ['MASTER_ADDR']}:"
-                         f"{os.environ['MASTER_PORT']} ({_first_line(exc)}); check that every rank started and "
+                         f"{os.environ['MASTER_PORT']} ({first_line(exc, 200)}); check that every rank started and "
                          f"that the address is reachable") from None
     return replace(ctx, owns_group=True)
 
@@ -124,11 +125,11 @@ def session():
     ctx = init()
     try:
         yield ctx
-    except (dist.DistError, RuntimeError) as exc:
+    except RuntimeError as exc:  # dist.DistError is a RuntimeError
         if not (ctx.enabled and is_collective_failure(exc)):
             raise
         raise AelabError(f"rank {ctx.rank} of {ctx.world_size} stopped: another rank died or stopped answering "
-                         f"within {timeout_seconds():g} s ({_first_line(exc)}); see that rank's output, fix it, "
+                         f"within {timeout_seconds():g} s ({first_line(exc, 200)}); see that rank's output, fix it, "
                          f"then continue with --resume") from None
     finally:
         if ctx.owns_group and dist.is_initialized():
@@ -144,11 +145,6 @@ def is_collective_failure(exc: BaseException) -> bool:
     """Whether ``exc`` says a collective failed (a peer died, hung or became unreachable)."""
     text = str(exc).lower()
     return isinstance(exc, dist.DistError) or any(word in text for word in _COLLECTIVE_WORDS)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 # ------------------------------------------------------------------------------------------ placement
@@ -198,7 +194,7 @@ def shard(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
 def seed_rank(seed: int, epoch: int, rank: int) -> None:
     """Give each rank its own random stream for an epoch (sampling noise, binarisation): the same
     stream on every rank would draw the same noise for different samples."""
-    torch.manual_seed((int(seed) * 1_000_003 + int(epoch)) * 7919 + int(rank) + 1)
+    torch.manual_seed(epoch_seed(seed, epoch) * 7919 + int(rank) + 1)
 
 
 # ------------------------------------------------------------------------------------------ collectives

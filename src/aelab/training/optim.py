@@ -21,17 +21,23 @@ class LeanAdam(torch.optim.Adam):
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0, **kwargs):
         super().__init__(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
         self._lists = None
+        self._failed_at = None  # len(self.state) when building the lists last failed: retry only once it changes
 
     def load_state_dict(self, state_dict) -> None:
         super().load_state_dict(state_dict)
-        self._lists = None  # loading replaces the state tensors
+        self._lists = self._failed_at = None  # loading replaces the state tensors (and the groups' settings)
+
+    def add_param_group(self, param_group) -> None:
+        super().add_param_group(param_group)
+        # Optimizer.__init__ adds the first groups before __init__ above sets these; they start cleared there
+        self._lists = self._failed_at = None
 
     def _build_lists(self):
         groups = []
         for group in self.param_groups:
             if group["amsgrad"] or group["maximize"] or group.get("decoupled_weight_decay", False):
                 return None
-            params = [p for p in group["params"]]
+            params = list(group["params"])
             states = [self.state.get(p, {}) for p in params]
             if not all("exp_avg" in s for s in states):
                 return None
@@ -43,8 +49,9 @@ class LeanAdam(torch.optim.Adam):
 
     @torch.no_grad()
     def step(self, closure=None):
-        if closure is None and self._lists is None and self.state:
+        if closure is None and self._lists is None and self.state and self._failed_at != len(self.state):
             self._lists = self._build_lists()
+            self._failed_at = None if self._lists is not None else len(self.state)
         if closure is not None or not self._lists:
             return super().step(closure)
         grads = [[p.grad for p in params] for _, params, *_ in self._lists]

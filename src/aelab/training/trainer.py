@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from ..config import RunConfig
 from ..data.batches import iterate_batches
 from ..data.datasets import Dataset
-from ..errors import AelabError
+from ..errors import AelabError, first_line
+from ..models.base import eval_mode
 from . import distributed
 from .checkpoint import atomic_torch_save, atomic_write_text, load_latest_checkpoint
 from .optim import make_adam  # noqa: F401  (re-exported: the optimizer lives in optim.py)
@@ -186,7 +187,7 @@ class Trainer:
             self.epoch = int(state["epoch"])
             self.history = list(state["history"])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise AelabError(f"{path} does not fit this model and config ({str(exc).splitlines()[0][:120]}); "
+            raise AelabError(f"{path} does not fit this model and config ({first_line(exc, 120)}); "
                              f"resume with the run's own config.json") from None
         part = state.get("partial")
         if part:
@@ -335,13 +336,7 @@ class Trainer:
             return mean_losses(self.eval_model, x, binarize=self.cfg.binarize)
         part = x[self.rank::self.world_size]
         means = mean_losses(self.eval_model, part, binarize=self.cfg.binarize)
-        sums = self._reduce_sums({k: v * len(part) for k, v in means.items()})
-        return {k: v / n for k, v in sums.items()}
-
-    def _reduce_sums(self, values: dict) -> dict:
-        names = list(values)
-        t = torch.tensor([values[k] for k in names], dtype=torch.float64, device=self.device)
-        return dict(zip(names, distributed.all_sum(t, self.world_size).tolist()))
+        return self._reduce({k: v * len(part) for k, v in means.items()}, len(part))
 
 
 def first_nonfinite(losses: torch.Tensor, offset: int, previous: torch.Tensor) -> torch.Tensor:
@@ -354,10 +349,8 @@ def first_nonfinite(losses: torch.Tensor, offset: int, previous: torch.Tensor) -
 
 def mean_losses(model, x: torch.Tensor, batch_size: int = 2048, binarize: bool = False) -> dict:
     """Per-sample means of ``loss`` and every named term over ``x``, in large batches, no gradients."""
-    was_training = model.training
-    model.eval()
     sums: dict = {}
-    with torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for xb in iterate_batches(x, batch_size):
             if binarize:
                 xb = torch.bernoulli(xb)
@@ -366,7 +359,6 @@ def mean_losses(model, x: torch.Tensor, batch_size: int = 2048, binarize: bool =
             sums["loss"] = sums.get("loss", 0) + out.loss.double() * n
             for k, v in out.terms.items():
                 sums[k] = sums.get(k, 0) + v.double() * n
-    model.train(was_training)
     names = list(sums)
     values = torch.stack([sums[k] for k in names]).tolist()
     return {k: v / len(x) for k, v in zip(names, values)}

@@ -15,6 +15,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ..evaluation.likelihood import model_device  # noqa: E402
+from ..models.base import eval_mode  # noqa: E402
+
 DPI = 100
 RUN_COLOURS = plt.get_cmap("tab10").colors  # one colour per run in comparison figures
 
@@ -25,10 +28,6 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
-
-
-def device_of(model) -> torch.device:
-    return next(model.parameters()).device
 
 
 def plot_loss_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
@@ -101,12 +100,8 @@ def as_images(x: torch.Tensor) -> np.ndarray:
 
 
 def _reconstruct(model, x: torch.Tensor) -> torch.Tensor:
-    was = model.training
-    model.eval()
-    with torch.inference_mode():
-        rec = model.reconstruct(x.to(device_of(model)))
-    model.train(was)
-    return rec
+    with eval_mode(model), torch.inference_mode():
+        return model.reconstruct(x.to(model_device(model)))
 
 
 def plot_reconstructions(model, x: torch.Tensor, path: str | Path, n: int = 10) -> Path:

@@ -11,7 +11,9 @@ import numpy as np
 import torch
 
 from ..errors import AelabError
-from .figures import _save, as_images, device_of, image_grid, mosaic, plt
+from ..evaluation.likelihood import model_device
+from ..models.base import eval_mode
+from .figures import _save, as_images, image_grid, mosaic, plt
 
 
 def is_generative(model) -> bool:
@@ -22,11 +24,8 @@ def is_generative(model) -> bool:
 def plot_samples(model, path: str | Path, n: int = 64, seed: int = 0, title: str = "samples from the prior") -> Path:
     """A square grid of ``n`` images decoded from codes drawn from the prior N(0, I) (seeded)."""
     g = torch.Generator().manual_seed(seed)
-    was = model.training
-    model.eval()
-    with torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         images = as_images(model.sample(n, generator=g))
-    model.train(was)
     ncols = int(np.ceil(np.sqrt(n)))
     side = max(4.0, 0.6 * ncols)
     fig, ax = plt.subplots(figsize=(side, side + 0.4))
@@ -44,15 +43,12 @@ def plot_interpolations(model, starts: torch.Tensor, ends: torch.Tensor, path: s
     ``starts``, ``ends``: (P, C, H, W) images in [0, 1]. Each strip is framed by the two real images
     (first and last column) so one sees where the path begins and ends.
     """
-    device = device_of(model)
-    was = model.training
-    model.eval()
+    device = model_device(model)
     rows = []
-    with torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for a, b in zip(starts.to(device), ends.to(device)):
             path_images = as_images(model.interpolate(a, b, steps))
             rows.append(np.concatenate([as_images(a[None]), path_images, as_images(b[None])]))
-    model.train(was)
     fig = image_grid(rows, labels or [f"pair {i + 1}" for i in range(len(rows))], cell=0.75)
     w, h = fig.get_size_inches()
     fig.set_size_inches(w, h + 0.4)  # room for the title above the grid
@@ -74,12 +70,9 @@ def plot_manifold(model, path: str | Path, n: int = 20, quantile: float = 0.95) 
     lo = (1 - quantile) / 2
     values = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(lo, 1 - lo, n))
     z1, z2 = torch.meshgrid(values, values.flip(0), indexing="xy")  # z2 grows upwards in the picture
-    z = torch.stack([z1.flatten(), z2.flatten()], dim=1).to(device_of(model))
-    was = model.training
-    model.eval()
-    with torch.inference_mode():
+    z = torch.stack([z1.flatten(), z2.flatten()], dim=1).to(model_device(model))
+    with eval_mode(model), torch.inference_mode():
         images = as_images(model.decode(z))
-    model.train(was)
     fig, ax = plt.subplots(figsize=(7.2, 7.2))
     h = images.shape[1]
     ax.imshow(mosaic(images, n, pad=0), cmap="gray", vmin=0, vmax=1)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..data.batches import as_float
 from ..errors import AelabError
-from ..evaluation import METRIC_KEYS, encode_all, evaluate_run, read_evaluation
+from ..evaluation import METRIC_KEYS, ensure_evaluation
 from ..evaluation.compare import DESCRIPTIONS, fmt, metric_unit
 from .latent import DEFAULT_POINTS
 
@@ -103,16 +103,6 @@ def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
     return path
-
-
-def ensure_evaluation(run_dir: Path, data=None, *, progress: bool = False, log=None) -> dict:
-    """The run's up-to-date ``evaluation.json``; evaluated now (and written) when missing or stale."""
-    values = read_evaluation(run_dir)
-    if values is None:
-        if log:
-            log(f"evaluating {run_dir} ...")
-        values = evaluate_run(run_dir, data=data, progress=progress)
-    return values
 
 
 def metric_rows(evaluation: dict) -> list[list[str]]:
@@ -203,8 +193,7 @@ def write_comparison_report(run_dirs, html_path, data=None, *, method: str = "ts
     """
     from ..runs import open_run
     from .figures import plot_metric_bars, plot_reconstruction_comparison
-    from .latent import plot_latent_map
-    from .run_figures import class_balanced_indices
+    from .run_figures import class_balanced_indices, write_latent_map
 
     run_dirs = [Path(r) for r in run_dirs]
     if not run_dirs:
@@ -221,12 +210,9 @@ def write_comparison_report(run_dirs, html_path, data=None, *, method: str = "ts
     data_of = (lambda run: data) if data is not None else (lambda run: datasets[run.config.dataset])
     evals = [ensure_evaluation(run.path, data_of(run), progress=progress, log=log) for run in runs]
 
-    for run, name in zip(runs, names):  # every run needs a latent map for the last section
+    for run in runs:  # every run needs a latent map for the last section
         if not (run.path / "latent.png").is_file():
-            d = data_of(run)
-            codes = encode_all(run.model, d.x_test)
-            plot_latent_map(codes, d.y_test, run.path / "latent.png", method=method, n_points=n_points,
-                            seed=run.config.seed, classes=d.classes, title=run.config.model, log=log)
+            write_latent_map(run, data_of(run), method=method, n_points=n_points, log=log)
 
     stem = html_path.with_suffix("")
     first = data_of(runs[0])
@@ -241,7 +227,7 @@ def write_comparison_report(run_dirs, html_path, data=None, *, method: str = "ts
     k_note = f"iwae_nll with K = {', '.join(str(k) for k in sorted(ks))} importance samples. " if ks else ""
     parts.append(f'<p class="notes">{_e(k_note)}The best value of each row where one is better: bold green.</p>')
     parts.append('<h2 id="reconstructions">The same test digits, reconstructed by each run</h2>')
-    if len(first.input_shape) == 3:
+    if first.is_images:
         pick = class_balanced_indices(first.y_test, 10)
         fig = plot_reconstruction_comparison({names[i]: runs[i].model for i in same}, as_float(first.x_test[pick]),
                                              Path(f"{stem}-reconstructions.png"), n=10)

@@ -13,7 +13,8 @@ import torch
 
 from ..data.batches import as_float
 from ..evaluation import encode_all, firing_rates
-from .figures import device_of, plot_loss_curves, plot_reconstructions
+from ..evaluation.likelihood import model_device
+from .figures import plot_loss_curves, plot_reconstructions
 from .generative import is_generative, plot_interpolations, plot_manifold, plot_samples
 from .latent import DEFAULT_POINTS, plot_latent_map
 from .units import (decoder_starts_linear, plot_code_heatmap, plot_code_histogram, plot_firing_rates,
@@ -64,14 +65,24 @@ def class_balanced_indices(y: torch.Tensor | None, n: int) -> torch.Tensor:
     return torch.tensor(picks[:n], dtype=torch.long)
 
 
+def write_latent_map(run, data, codes=None, *, method: str = "tsne", n_points: int | None = DEFAULT_POINTS,
+                     log=None) -> Path:
+    """Draw ``RUN/latent.png``: the map of ``codes`` (default: the run model's codes of ``data``'s test set),
+    coloured by the test labels, seeded by the run's seed; return its path."""
+    if codes is None:
+        codes = encode_all(run.model, data.x_test.to(model_device(run.model)))
+    return plot_latent_map(codes, data.y_test, Path(run.path) / "latent.png", method=method, n_points=n_points,
+                           seed=run.config.seed, classes=data.classes, title=run.config.model, log=log)
+
+
 def write_run_figures(run, data, *, method: str = "tsne", n_points: int | None = DEFAULT_POINTS, log=None
                       ) -> dict[str, Path]:
     """Write every figure that applies to ``run`` (a :class:`aelab.Run` with its model) on ``data``'s test
     set into the run folder; return ``{file name: path}``. ``method``/``n_points`` set the latent map."""
     model, out, name = run.model, Path(run.path), run.config.model
     model.eval()
-    device = device_of(model)
-    images = len(data.input_shape) == 3
+    device = model_device(model)
+    images = data.is_images
     y = data.y_test
     classes = data.classes
     x = data.x_test
@@ -87,8 +98,7 @@ def write_run_figures(run, data, *, method: str = "tsne", n_points: int | None =
     pick = class_balanced_indices(y, 20)
     if images:
         add("reconstructions.png", plot_reconstructions, model, as_float(x[pick[:10]]))
-    add("latent.png", plot_latent_map, codes, y, method=method, n_points=n_points, seed=run.config.seed,
-        classes=classes, title=name, log=log)
+    written["latent.png"] = write_latent_map(run, data, codes, method=method, n_points=n_points, log=log)
     if images and is_generative(model):
         add("samples.png", plot_samples, model, seed=run.config.seed, title=f"{name}: samples from the prior")
         # five pairs of different classes when there are labels: 0 -> 1, 2 -> 3, ...
@@ -122,4 +132,4 @@ def figure_paths(run_dir) -> list[tuple[Path, str, str]]:
     return [(Path(run_dir) / f, t, c) for f, t, c in FIGURES if (Path(run_dir) / f).is_file()]
 
 
-__all__ = ["FIGURES", "TRAIN_END", "class_balanced_indices", "figure_paths", "write_run_figures"]
+__all__ = ["FIGURES", "TRAIN_END", "class_balanced_indices", "figure_paths", "write_latent_map", "write_run_figures"]

@@ -13,8 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..evaluation.likelihood import model_device
 from ..evaluation.metrics import ACTIVE_THRESHOLD
-from .figures import _save, as_images, device_of, mosaic, plt
+from ..models.base import eval_mode
+from .figures import _save, as_images, mosaic, plt
 
 
 def _np(t) -> np.ndarray:
@@ -66,11 +68,11 @@ def plot_code_heatmap(codes, path: str | Path, labels=None, n: int = 20, classes
     return _save(fig, path)
 
 
-def plot_firing_rates(rates, path: str | Path, dead=None, threshold: float = ACTIVE_THRESHOLD, title: str = "") -> Path:
-    """Per-unit firing rates (D,) sorted from the busiest unit down; dead units (``dead`` mask (D,),
-    default: units that never fire) are drawn in red and counted in the legend."""
+def plot_firing_rates(rates, path: str | Path, threshold: float = ACTIVE_THRESHOLD, title: str = "") -> Path:
+    """Per-unit firing rates (D,) sorted from the busiest unit down; dead units (those that never fire)
+    are drawn in red and counted in the legend."""
     r = _np(rates)
-    dead_mask = (r == 0) if dead is None else _np(dead).astype(bool)
+    dead_mask = r == 0
     order = np.argsort(-r, kind="stable")
     r, dead_mask = r[order], dead_mask[order]
     x = np.arange(len(r))
@@ -115,15 +117,11 @@ def unit_features(model, scale=None) -> torch.Tensor:
     unit shows what the unit adds when it fires strongly.
     """
     d = model.latent_dim
-    device = device_of(model)
+    device = model_device(model)
     heights = torch.ones(d) if scale is None else torch.as_tensor(scale, dtype=torch.float32).cpu()
-    was = model.training
-    model.eval()
-    with torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         base = model.decode(torch.zeros(1, d, device=device))
-        out = model.decode(torch.diag(heights).to(device)) - base
-    model.train(was)
-    return out
+        return model.decode(torch.diag(heights).to(device)) - base
 
 
 def typical_scale(codes) -> np.ndarray:
@@ -137,15 +135,20 @@ def unit_order(rates) -> np.ndarray:
     return np.argsort(-_np(rates), kind="stable")
 
 
+def _unit_tiles(features: torch.Tensor, units) -> np.ndarray:
+    """The pictures of ``units`` from ``features`` (D, C, H, W) or (D, H, W), first channel: (U, H, W) arrays,
+    each divided by its own largest magnitude (at least 1e-8), so in [-1, 1]."""
+    f = features.detach().float().cpu()
+    f = (f[:, 0] if f.ndim == 4 else f)[units].numpy()
+    return f / np.maximum(np.abs(f).reshape(len(f), -1).max(1), 1e-8)[:, None, None]
+
+
 def plot_unit_features(features: torch.Tensor, path: str | Path, units=None, dead=None, title: str = "") -> Path:
     """A grid of unit pictures ``features`` (D, C, H, W) (see :func:`unit_features`), each scaled to its
     own largest magnitude: red adds ink, blue removes it. ``units`` picks and orders them (default:
     all, at most 100); dead units (``dead`` mask (D,)) are named in the title."""
-    f = features.detach().float().cpu()
-    f = f[:, 0] if f.ndim == 4 else f
-    idx = np.arange(len(f))[:100] if units is None else np.asarray(units)
-    tiles = f[idx].numpy()
-    tiles = tiles / np.maximum(np.abs(tiles).reshape(len(tiles), -1).max(1), 1e-8)[:, None, None]
+    idx = np.arange(len(features))[:100] if units is None else np.asarray(units)
+    tiles = _unit_tiles(features, idx)
     ncols = int(np.ceil(np.sqrt(len(tiles))))
     grid = mosaic(tiles, ncols, pad=2, fill=np.nan)
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.75")  # grey gaps: white (no change) stays readable
@@ -180,10 +183,7 @@ def plot_top_activations(codes, images: torch.Tensor, path: str | Path, units=No
     tiles = np.stack([imgs[top]] * 3, axis=-1)  # (U, per_unit, H, W, 3): grey images as RGB
     cols = per_unit
     if features is not None:  # the unit's picture first, in the diverging colours, as RGB
-        f = features.detach().float().cpu()
-        f = (f[:, 0] if f.ndim == 4 else f)[units].numpy()
-        f = f / np.maximum(np.abs(f).reshape(len(f), -1).max(1), 1e-8)[:, None, None]
-        f_rgb = plt.get_cmap("RdBu_r")((f + 1) / 2)[..., :3]  # (U, H, W, 3)
+        f_rgb = plt.get_cmap("RdBu_r")((_unit_tiles(features, units) + 1) / 2)[..., :3]  # (U, H, W, 3)
         tiles = np.concatenate([f_rgb[:, None], tiles], axis=1)
         cols += 1
     h = imgs.shape[1]
