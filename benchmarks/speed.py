@@ -12,6 +12,8 @@ measured in the same process on the same machine:
 - aelab with ``compile=True`` (torch.compile), to show where it helps and where it does not;
 - aelab with its time-to-quality recipe (``RECIPES``): the wall time until its test metric first
   reaches the baseline's after 10 epochs (evaluation time included).
+- the bare PyTorch loop of ``baselines.py`` (``iter_bare``): the fastest eager loop we know for the same
+  model, no framework at all; its ratio to the baseline is the ceiling of any eager trainer here.
 The loops take turns, an epoch each, so a machine whose speed drifts slows them all alike.
 
 Reported per loop: median seconds per epoch, samples per second, the ratio to the baseline, the test
@@ -238,11 +240,19 @@ def iter_bound(name: str, data, device, rounds: int):
 
 def peak_rss(data_dir: str | None) -> dict:
     """Peak resident memory of a separate process training the dense model for one epoch of full MNIST."""
+    # VmHWM is this process's own peak: getrusage's ru_maxrss would carry over the peak of the benchmark
+    # process it was started from (Linux folds the parent's high-water mark into it at exec)
     code = ("import json, resource, sys, tempfile, aelab\n"
+            "def peak_mb():\n"
+            "    try:\n"
+            "        line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
+            "        return int(line.split()[1]) / 1024\n"
+            "    except (OSError, StopIteration):\n"
+            "        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
             "d = aelab.load_dataset('mnist', data_dir=sys.argv[1])\n"
             "with tempfile.TemporaryDirectory() as out:\n"
             "    aelab.train('dense', d, out=out, epochs=1, progress=False, log=None, report=False)\n"
-            "print(json.dumps({'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n")
+            "print(json.dumps({'peak_rss_mb': peak_mb()}))\n")
     folder = mnist_dir(data_dir)
     if folder is None:
         return {"skipped": "full MNIST not found"}
@@ -252,8 +262,10 @@ def peak_rss(data_dir: str | None) -> dict:
     return {"dataset": "mnist", "model": "dense", "epochs": 1, **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
-def bench_model(name: str, data, device, plan: tuple, peak: dict, compile_check: bool = True) -> dict:
+def bench_model(name: str, data, device, plan: tuple, peak: dict, compile_check: bool = True,
+                bare: bool = True) -> dict:
     n_baseline, n_aelab, n_compile, with_recipe = plan
+    n_bare = n_aelab if bare else 0
     n_compile = n_compile if compile_check else 0
     recipe = dict(RECIPES[name]) if with_recipe else None
     loops = {"baseline": baselines.iter_baseline(name, data, n_baseline, device),
@@ -262,6 +274,8 @@ def bench_model(name: str, data, device, plan: tuple, peak: dict, compile_check:
         loops["aelab_compile"] = iter_aelab(name, data, n_compile, device, compile=True)
     if recipe:
         loops["recipe"] = iter_aelab(name, data, recipe.pop("epochs"), device, **recipe)
+    if n_bare:
+        loops["bare"] = baselines.iter_bare(name, data, n_bare, device)
     loops["bound"] = iter_bound(name, data, device, max(n_baseline, n_aelab))
     log(f"[{name}] taking turns, an epoch each: " + ", ".join(loops))
 
@@ -279,6 +293,8 @@ def bench_model(name: str, data, device, plan: tuple, peak: dict, compile_check:
               "bound_seconds_each_turn": [round(r["seconds"], 3) for r in bound]}
     base, same = recs["baseline"], recs["aelab"]
     summaries = {"baseline": summary(base, n), "aelab": summary(same, n)}
+    if "bare" in recs:
+        summaries["bare"] = summary(recs["bare"], n)
     if "aelab_compile" in recs:
         summaries["aelab_compile"] = summary(recs["aelab_compile"], n, skip_first=True)
         summaries["aelab_compile"]["first_epoch_seconds"] = recs["aelab_compile"][0]["seconds"]
@@ -321,7 +337,7 @@ def markdown(report: dict) -> str:
              "| model | loop | epochs | s/epoch | samples/s | vs baseline | test metric | of step bound "
              "| GFLOP/s | time to quality |", "|---|---|---|---|---|---|---|---|---|---|"]
     names = {"baseline": "DataLoader loop", "aelab": "aelab", "aelab_compile": "aelab, compile",
-             "recipe": "aelab, its recipe"}
+             "recipe": "aelab, its recipe", "bare": "bare PyTorch loop (the ceiling)"}
     for model, res in report["models"].items():
         ttq = res["time_to_quality"]
         ttq_row = "recipe" if "recipe" in res["loops"] else "aelab"
@@ -347,7 +363,9 @@ def markdown(report: dict) -> str:
                       f"times and their ratios are not comparable with a quiet run."]
     units = ", ".join(f"{k}: {v['unit']}" for k, v in report["models"].items())
     lines += ["", f"Test metric: {units}. \"of step bound\": the seconds the step's own matrix multiplies and "
-              "convolutions take alone, replayed back to back, over the measured epoch."]
+              "convolutions take alone, replayed back to back, over the measured epoch. \"bare PyTorch loop\": "
+              "the fastest eager loop we know for the same model, with no framework (data on the device, one "
+              "gather a batch, fused Adam, no metrics; `baselines.iter_bare`): the ceiling of any eager trainer here."]
     rss = report.get("peak_rss", {})
     if "peak_rss_mb" in rss:
         lines.append(f"Peak resident memory of `aelab train` (dense, full MNIST, one epoch): {rss['peak_rss_mb']:.0f} MB.")
@@ -372,6 +390,7 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=None, help="folder holding mnist/ (default ../shared/data)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile runs")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-memory subprocess")
+    p.add_argument("--no-bare", action="store_true", help="skip the bare PyTorch loop (the ceiling)")
     p.add_argument("--out", default=None, help="write the JSON here (after each model) instead of stdout")
     p.add_argument("--markdown", default=None, help="also write the Markdown table here")
     args = p.parse_args(argv)
@@ -396,7 +415,7 @@ def main(argv=None) -> int:
     for name in models:
         t0 = time.perf_counter()
         report["models"][name] = bench_model(name, data, device, PLANS[plan][name], report["gemm"],
-                                             compile_check=not args.no_compile)
+                                             compile_check=not args.no_compile, bare=not args.no_bare)
         report["models"][name]["benchmark_seconds"] = time.perf_counter() - t0
         report["other_cores"] = others.cores()
         log(f"[{name}] done in {time.perf_counter() - t0:.0f} s")
