@@ -217,6 +217,7 @@ def test_bad_json_config(text, needle, tmp_path, capsys):
     (["--target-sparsity", "2"], ["target_sparsity must lie strictly between 0 and 1"]),
     (["--model", "sparse", "--penalty", "topk", "--latent-dim", "4", "--k", "5"], ["k (5) cannot exceed"]),
     (["--lr", "0"], ["lr must be a positive number"]),
+    (["--weight-init", "xavier"], ["weight_init must be 'he' or 'torch'"]),
     (["--grad-clip", "-1"], ["grad_clip must be a positive number"]),
     (["--model", "transformer"], ["unknown model 'transformer'", "choose one of: dense, conv"]),
     (["--dataset", "cifar10"], ["unknown dataset 'cifar10'", "choose one of: mnist5k, mnist, fashion-mnist"]),

@@ -130,3 +130,46 @@ def test_data_init_of_unbounded_features_is_the_mean():
     x = torch.randn(40, 7) * 3 + 5
     m.init_from_data(x)
     assert torch.allclose(m.output_bias(), x.mean(0), atol=1e-5)
+
+
+def _encoder_out_mean_square(model, x):
+    convolutional = any(isinstance(m, torch.nn.Conv2d) for m in model.encoder.modules())
+    with torch.no_grad():
+        return model.encoder(x if convolutional else x.flatten(1)).square().mean().item()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_he_init_keeps_the_inputs_scale_through_the_encoder(name):
+    """With the default weight_init "he", unit-variance inputs leave the encoder (default sizes: two or three
+    ReLU layers) with a mean square near 1; with PyTorch's default init it shrinks several-fold per layer
+    (the sparse model's tied one-layer encoder has unit-norm rows under both, so it keeps the scale too)."""
+    x = torch.randn(2048, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    he = aelab.build_model(name, weight_init="he")
+    assert he.weight_init == "he" and he.spec["kwargs"] == {"weight_init": "he"}
+    assert 0.4 < _encoder_out_mean_square(he, x) < 2.5
+    torch.manual_seed(0)
+    default = aelab.build_model(name, weight_init="torch")
+    if name != "sparse":
+        assert _encoder_out_mean_square(default, x) < 0.2
+    with torch.no_grad():  # the decoder is left at PyTorch's default under both
+        assert all(torch.equal(a, b) for a, b in zip(he.decoder.parameters(), default.decoder.parameters()))
+
+
+def test_he_init_weights_and_fan_in():
+    """Known answers: std sqrt(2 / fan_in) before a ReLU, sqrt(1 / fan_in) elsewhere, zero biases; a transposed
+    convolution's fan-in counts only the taps that reach one output value."""
+    from torch import nn
+
+    from aelab.models.base import fan_in, he_init
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(1000, 500), nn.ReLU(), nn.Linear(500, 400))
+    he_init(net)
+    assert net[0].weight.std().item() == pytest.approx((2 / 1000) ** 0.5, rel=0.02)
+    assert net[2].weight.std().item() == pytest.approx((1 / 500) ** 0.5, rel=0.02)
+    assert not net[0].bias.any() and not net[2].bias.any()
+    assert fan_in(nn.Conv2d(32, 64, 4, stride=2)) == 32 * 16
+    assert fan_in(nn.ConvTranspose2d(64, 32, 4, stride=2)) == 64 * 16 / 4
+    with pytest.raises(AelabError, match="weight_init must be one of he, torch"):
+        aelab.build_model("dense", weight_init="xavier")

@@ -31,6 +31,7 @@ class RunConfig:
     latent_dim: int | None = None  # size of the code z; None = the model's default (32; 256 for sparse)
     hidden_dims: list[int] | None = None  # hidden layer sizes (dense) or channels (conv); None = model default
     loss: str | None = None  # reconstruction loss: "mse" or "bce"; None = the model's default
+    weight_init: str = "he"  # encoder weights: "he" (Kaiming normal for its ReLU layers) or "torch" (PyTorch's default)
     # --- sparse autoencoder
     penalty: str = "kl"  # sparsity penalty: "kl", "l1" or "topk"
     target_sparsity: float = 0.05  # rho, the target mean activation of each unit (kl penalty)
@@ -73,6 +74,7 @@ class RunConfig:
             need(all(h >= 1 for h in self.hidden_dims),  # [] = no hidden layer (a linear encoder and decoder)
                  f"hidden_dims must be positive sizes like 256,128, got {self.hidden_dims}")
         need(self.loss in (None, "mse", "bce"), f"loss must be 'mse' or 'bce', got '{self.loss}'")
+        need(self.weight_init in ("he", "torch"), f"weight_init must be 'he' or 'torch', got '{self.weight_init}'")
         need(self.penalty in ("kl", "l1", "topk"), f"penalty must be 'kl', 'l1' or 'topk', got '{self.penalty}'")
         need(0 < self.target_sparsity < 1,
              f"target_sparsity must lie strictly between 0 and 1, got {self.target_sparsity}")

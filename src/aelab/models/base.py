@@ -49,12 +49,15 @@ class Autoencoder(nn.Module):
     default_loss = "mse"
 
     def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, loss: str | None = None,
-                 output: str = "sigmoid"):
+                 output: str = "sigmoid", weight_init: str = "he"):
         super().__init__()
         self.input_shape = tuple(int(s) for s in input_shape)
         self.latent_dim = int(latent_dim)
         self.loss_kind = loss or self.default_loss
         self.output = output
+        self.weight_init = weight_init
+        if weight_init not in WEIGHT_INITS:
+            raise AelabError(f"weight_init must be one of {', '.join(WEIGHT_INITS)}, got '{weight_init}'")
         if self.latent_dim < 1:
             raise AelabError(f"latent_dim must be at least 1, got {latent_dim}")
         if self.loss_kind not in ("mse", "bce"):
@@ -63,6 +66,19 @@ class Autoencoder(nn.Module):
             raise AelabError(f"output must be 'sigmoid' or 'linear', got '{self.output}'")
         if self.loss_kind == "bce" and self.output != "sigmoid":
             raise AelabError("the bce loss needs data in [0, 1]; use --loss mse for unbounded features")
+
+    def init_weights(self) -> None:
+        """Called by each model once its layers exist. "he": the encoder's layers get Kaiming-normal weights
+        (:func:`he_init`), so the code keeps the input's scale through the ReLU layers instead of shrinking
+        by ~6x per layer as under PyTorch's default; the decoder keeps PyTorch's smaller default, so with
+        data init it starts close to the mean image. "torch": PyTorch's default everywhere.
+
+        Measured on full MNIST (seed 0, batch 128): the dense autoencoder's test MSE after 10 epochs at lr
+        1e-3 goes from 0.0076 to 0.0062, and at lr 2e-3 it passes the DataLoader loop's 10-epoch MSE in 3
+        epochs instead of 6; the pytorch/examples VAE ends at the same -ELBO (105.2). He init in the decoder
+        too helped the dense model as much but cost the VAE 1.1 nats, so the decoder is left alone."""
+        if self.weight_init == "he":
+            he_init(self.encoder)
 
     @property
     def input_size(self) -> int:
@@ -142,6 +158,36 @@ def eval_mode(model: nn.Module):
         yield model
     finally:
         model.train(was_training)
+
+
+WEIGHT_INITS = ("he", "torch")
+
+
+def fan_in(layer: nn.Module) -> float:
+    """The inputs that each output value of ``layer`` sums: in_features, in_channels x kernel area for a
+    convolution, and in_channels x kernel area / stride area for a transposed one (each output value
+    receives only the taps that land on it)."""
+    if isinstance(layer, nn.Linear):
+        return layer.in_features
+    area = math.prod(layer.kernel_size)
+    if isinstance(layer, nn.ConvTranspose2d):
+        return layer.in_channels * area / math.prod(layer.stride)
+    return layer.in_channels // layer.groups * area
+
+
+@torch.no_grad()
+def he_init(module: nn.Module) -> None:
+    """Kaiming-normal weights (He et al. 2015, "Delving deep into rectifiers") for every linear and
+    convolution layer in ``module``: std sqrt(2 / fan_in) where a ReLU follows the layer in its
+    ``nn.Sequential``, sqrt(1 / fan_in) (LeCun) where none does (a code or logits layer); biases zero."""
+    for parent in module.modules():
+        children = list(parent.children())
+        for i, layer in enumerate(children):
+            if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                gain = 2.0 if i + 1 < len(children) and isinstance(children[i + 1], nn.ReLU) else 1.0
+                layer.weight.normal_(0.0, math.sqrt(gain / fan_in(layer)))
+                if layer.bias is not None:
+                    layer.bias.zero_()
 
 
 def mlp(sizes: list[int], final_activation: bool = False) -> nn.Sequential:

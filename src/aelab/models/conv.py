@@ -56,12 +56,13 @@ class ConvAE(Autoencoder):
     name = "conv"
 
     def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, hidden_dims=(32, 64),
-                 loss: str | None = None, output: str = "sigmoid"):
-        super().__init__(input_shape, latent_dim, loss, output)
+                 loss: str | None = None, output: str = "sigmoid", weight_init: str = "he"):
+        super().__init__(input_shape, latent_dim, loss, output, weight_init)
         channels = list(hidden_dims or (32, 64))
         check_conv_shape(self.input_shape, channels)
         self.encoder = ConvEncoder(self.input_shape, channels, self.latent_dim)
         self.decoder = ConvDecoder(self.input_shape, channels, self.latent_dim)
+        self.init_weights()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)

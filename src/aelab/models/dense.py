@@ -10,11 +10,12 @@ class DenseAE(Autoencoder):
     name = "dense"
 
     def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, hidden_dims=(256, 128),
-                 loss: str | None = None, output: str = "sigmoid"):
-        super().__init__(input_shape, latent_dim, loss, output)
+                 loss: str | None = None, output: str = "sigmoid", weight_init: str = "he"):
+        super().__init__(input_shape, latent_dim, loss, output, weight_init)
         hidden = list(hidden_dims or (256, 128))
         self.encoder = mlp([self.input_size, *hidden, self.latent_dim])  # (B, D) -> (B, latent)
         self.decoder = mlp([self.latent_dim, *reversed(hidden), self.input_size])  # (B, latent) -> (B, D) logits
+        self.init_weights()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x.flatten(1))  # (B, C, H, W) -> (B, C*H*W) -> (B, latent)

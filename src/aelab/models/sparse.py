@@ -37,8 +37,8 @@ class SparseAE(Autoencoder):
 
     def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 256, hidden_dims=(), loss: str | None = None,
                  output: str = "sigmoid", penalty: str = "kl", target_sparsity: float = 0.05,
-                 sparsity_weight: float | None = None, k: int = 25, dead_after: int = 100):
-        super().__init__(input_shape, latent_dim, loss, output)
+                 sparsity_weight: float | None = None, k: int = 25, dead_after: int = 100, weight_init: str = "he"):
+        super().__init__(input_shape, latent_dim, loss, output, weight_init)
         if penalty not in DEFAULT_WEIGHTS:
             raise AelabError(f"penalty must be 'kl', 'l1' or 'topk', got '{penalty}'")
         if penalty == "topk" and not 1 <= k <= self.latent_dim:
@@ -54,6 +54,7 @@ class SparseAE(Autoencoder):
         hidden = list(hidden_dims or ())
         self.encoder = mlp([self.input_size, *hidden, self.latent_dim])  # (B, D) -> (B, latent) pre-activations
         self.decoder = mlp([self.latent_dim, *reversed(hidden), self.input_size])  # (B, latent) -> (B, D) logits
+        self.init_weights()
         if not hidden:  # one linear map each way: tie the initial encoder to the decoder (Gao et al. 2024, 3.1)
             with torch.no_grad():
                 atoms = self.decoder[0].weight  # (D, latent): one unit-norm image direction per unit

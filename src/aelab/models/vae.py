@@ -60,12 +60,13 @@ class VAE(Autoencoder):
     default_loss = "bce"
 
     def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, hidden_dims=(400,), loss: str | None = None,
-                 output: str = "sigmoid", beta: float = 1.0, kl_warmup: int = 0):
-        super().__init__(input_shape, latent_dim, loss, output)
+                 output: str = "sigmoid", beta: float = 1.0, kl_warmup: int = 0, weight_init: str = "he"):
+        super().__init__(input_shape, latent_dim, loss, output, weight_init)
         self.beta = float(beta)
         self.kl_warmup = int(kl_warmup)
         self.kl_weight = self.beta if self.kl_warmup == 0 else 0.0
         self.build(list(hidden_dims or (400,)))
+        self.init_weights()  # the encoder's feature layers; to_moments keeps PyTorch's default
         # Gaussian decoder: one learned log-variance shared by every pixel (unused for Bernoulli)
         self.log_sigma2 = nn.Parameter(torch.zeros(())) if self.loss_kind == "mse" else None
 
@@ -140,8 +141,9 @@ class ConvVAE(VAE):
     name = "conv-vae"
 
     def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, hidden_dims=(32, 64), loss: str | None = None,
-                 output: str = "sigmoid", beta: float = 1.0, kl_warmup: int = 0):
-        super().__init__(input_shape, latent_dim, hidden_dims or (32, 64), loss, output, beta, kl_warmup)
+                 output: str = "sigmoid", beta: float = 1.0, kl_warmup: int = 0, weight_init: str = "he"):
+        super().__init__(input_shape, latent_dim, hidden_dims or (32, 64), loss, output, beta, kl_warmup,
+                         weight_init)
 
     def build(self, channels: list[int]) -> None:
         check_conv_shape(self.input_shape, channels)
