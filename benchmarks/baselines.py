@@ -144,15 +144,17 @@ class BareVAE(ExamplesVAE):
         for name in ("fc1", "fc3", "fc4"):
             getattr(reference, name).load_state_dict(getattr(self, name).state_dict())
         with torch.no_grad():
-            for half, layer in zip(range(2), (reference.fc21, reference.fc22)):
-                layer.weight.copy_(self.fc2.weight.chunk(2)[half])
-                layer.bias.copy_(self.fc2.bias.chunk(2)[half])
+            for layer, weight, bias in zip((reference.fc21, reference.fc22), self.fc2.weight.chunk(2),
+                                           self.fc2.bias.chunk(2)):
+                layer.weight.copy_(weight)
+                layer.bias.copy_(bias)
         return reference
 
 
 def iter_bare(kind: str, data, epochs: int, device: torch.device, seed: int = 0):
     """The bare loop (module docstring) for ``kind``, yielding one record per epoch: the training seconds
     and the test metric after it (computed as ``test_metric`` does, outside the timed part)."""
+    from aelab.data import as_float  # uint8 images to float32 in [0, 1], floats unchanged
     from aelab.training.optim import make_adam  # the fastest Adam step we have: fused, no per-step lists
     from aelab.training.trainer import autocast_context  # bf16 on a GPU that has it, as aelab's step runs
 
@@ -161,7 +163,7 @@ def iter_bare(kind: str, data, epochs: int, device: torch.device, seed: int = 0)
     if kind == "conv":  # oneDNN's and cuDNN's fastest layout for these convolutions
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_adam(model.parameters(), 1e-3, 0.0)
-    x = (data.x_train.to(device).float() / 255) if data.x_train.dtype == torch.uint8 else data.x_train.to(device)
+    x = as_float(data.x_train.to(device))
     if kind == "conv":
         x = x.contiguous(memory_format=torch.channels_last)
     test = DataLoader(ImageDataset(data.x_test.cpu()), batch_size=1024, shuffle=False)

@@ -33,7 +33,7 @@ import torch
 from ..data.batches import as_float, iterate_batches
 from ..data.datasets import Dataset
 from ..errors import AelabError
-from ..models.base import eval_mode
+from ..models.base import eval_mode, model_device
 from . import likelihood
 from .metrics import ACTIVE_THRESHOLD, bce_per_image, mse_per_pixel, sparsity_summary
 from .probes import MAX_TRAIN, probe_accuracies, stratified_subset
@@ -58,7 +58,7 @@ def evaluate_model(model, data: Dataset, *, binarize: bool = False, iwae_samples
     k = DEFAULT_IWAE_SAMPLES if iwae_samples is None else int(iwae_samples)
     if k < 0:
         raise AelabError(f"iwae_samples must be 0 (skip) or a positive number of samples, got {iwae_samples}")
-    device = likelihood.model_device(model)
+    device = model_device(model)
     model.check_input(as_float(data.x_test[:1]).to(device))
     if binarize and not data.bounded:
         raise AelabError(f"binarize needs data in [0, 1] but {data.name} is not; evaluate without binarizing")

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.batches import as_float
-from ..models.base import eval_mode
+from ..models.base import eval_mode, model_device
 from ..models.vae import standard_normal_log_prob
 
 MAX_ELEMENTS = 1 << 24  # decoder outputs per chunk (64 MiB of float32; the BCE adds a few temporaries)
@@ -118,11 +118,6 @@ def chunk_sizes(n_images: int, samples: int, values_per_image: int, max_elements
 
 def _size(x: torch.Tensor) -> int:
     return math.prod(x.shape[1:])
-
-
-def model_device(model) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 @contextlib.contextmanager

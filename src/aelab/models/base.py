@@ -149,6 +149,12 @@ class Autoencoder(nn.Module):
         return AEOutput(loss=rec, z=z, terms={"recon": rec}, logits=logits, output=self.output)
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's parameters (the CPU for a model without any)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
     """``model.eval()`` for the duration of a ``with`` block, then the mode it had (also after an error)."""

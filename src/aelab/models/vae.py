@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import at_least_float32, gaussian_kl_standard, to_output
-from .base import AEOutput, Autoencoder, mlp
+from .base import AEOutput, Autoencoder, mlp, model_device
 from .conv import ConvDecoder, ConvEncoder, check_conv_shape
 
 LOG_2PI = math.log(2 * math.pi)
@@ -122,8 +122,7 @@ class VAE(Autoencoder):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` images decoded from codes drawn from the prior N(0, I)."""
-        device = next(self.parameters()).device
-        z = torch.randn(n, self.latent_dim, generator=generator).to(device)
+        z = torch.randn(n, self.latent_dim, generator=generator).to(model_device(self))
         return self.decode(z)
 
     @torch.no_grad()

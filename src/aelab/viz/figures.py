@@ -15,8 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ..evaluation.likelihood import model_device  # noqa: E402
-from ..models.base import eval_mode  # noqa: E402
+from ..models.base import eval_mode, model_device  # noqa: E402
 
 DPI = 100
 RUN_COLOURS = plt.get_cmap("tab10").colors  # one colour per run in comparison figures

@@ -11,8 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import AelabError
-from ..evaluation.likelihood import model_device
-from ..models.base import eval_mode
+from ..models.base import eval_mode, model_device
 from .figures import _save, as_images, image_grid, mosaic, plt
 
 

@@ -13,7 +13,7 @@ import torch
 
 from ..data.batches import as_float
 from ..evaluation import encode_all, firing_rates
-from ..evaluation.likelihood import model_device
+from ..models.base import model_device
 from .figures import plot_loss_curves, plot_reconstructions
 from .generative import is_generative, plot_interpolations, plot_manifold, plot_samples
 from .latent import DEFAULT_POINTS, plot_latent_map

@@ -13,9 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..evaluation.likelihood import model_device
 from ..evaluation.metrics import ACTIVE_THRESHOLD
-from ..models.base import eval_mode
+from ..models.base import eval_mode, model_device
 from .figures import _save, as_images, mosaic, plt
 
 
