@@ -49,7 +49,8 @@ import aelab  # noqa: E402
 from aelab.data import as_float  # noqa: E402
 from aelab.config import RunConfig  # noqa: E402
 from aelab.training import Trainer  # noqa: E402
-from aelab.training.trainer import autocast_context, resolve_device, wants_channels_last  # noqa: E402
+from aelab.device import resolve_device  # noqa: E402
+from aelab.training.trainer import autocast_context, wants_channels_last  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -223,13 +223,13 @@ def test_environment_is_read_and_checked(monkeypatch):
 
 def _worker(argv: list[str]) -> int:
     import aelab.cli
-    import aelab.runs
+    import aelab.api
 
     die_at, hang = None, False
     if argv[:1] in (["--die-at-step"], ["--hang-at-step"]):
         die_at, hang, argv = int(argv[1]), argv[0] == "--hang-at-step", argv[2:]
     rank = int(os.environ.get("RANK", "0"))
-    real_train, real_build = aelab.runs.train, aelab.runs.build_model
+    real_train, real_build = aelab.api.train, aelab.api.build_model
     finished = []
 
     def build(*args, **kwargs):
@@ -253,7 +253,7 @@ def _worker(argv: list[str]) -> int:
         finished.append(real_train(*args, **kwargs))
         return finished[-1]
 
-    aelab.runs.train, aelab.runs.build_model = train, build
+    aelab.api.train, aelab.api.build_model = train, build
     code = aelab.cli.main(argv)
     if finished:
         run = finished[-1]

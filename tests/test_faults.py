@@ -22,7 +22,7 @@ import torch
 
 import aelab
 from aelab.cli import main
-from aelab.training.checkpoint import PREVIOUS, load_checkpoint
+from aelab.io import PREVIOUS, load_checkpoint
 
 # 4 epochs of 40 steps of a tiny dense model on mnist5k: a child process takes a few seconds.
 TRAIN = ["train", "--hidden-dims", "32", "--latent-dim", "4", "--epochs", "4", "--batch-size", "100",
@@ -302,7 +302,7 @@ def test_no_space_left_keeps_the_previous_checkpoint(small_mnist, tmp_path, monk
 
 def test_nan_loss_exits_nonzero_naming_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch,
                                                                                    capsys):
-    build = aelab.runs.build_model
+    build = aelab.api.build_model
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):  # the loss turns NaN at the 11th training step: epoch 2, step 3
@@ -318,7 +318,7 @@ def test_nan_loss_exits_nonzero_naming_epoch_and_step_and_keeps_last_good_checkp
         model.decoder.register_forward_hook(hook)
         return model
 
-    monkeypatch.setattr(aelab.runs, "build_model", poisoned)
+    monkeypatch.setattr(aelab.api, "build_model", poisoned)
     out = tmp_path / "r"
     code = main(["train", "--out", str(out), "--epochs", "3", "--hidden-dims", "16", "--latent-dim", "4",
                  "--batch-size", "500", "--quiet", "--no-report"])
@@ -328,7 +328,7 @@ def test_nan_loss_exits_nonzero_naming_epoch_and_step_and_keeps_last_good_checkp
     state = _checkpoint(out)
     assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values())
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1 and not (out / "model.pt").exists()
-    monkeypatch.setattr(aelab.runs, "build_model", build)  # the cause fixed, the run continues from epoch 1
+    monkeypatch.setattr(aelab.api, "build_model", build)  # the cause fixed, the run continues from epoch 1
     assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 0
     assert _checkpoint(out)["epoch"] == 3
 

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from aelab.cli import main
-from aelab.commands.report import TOUR
+from aelab.api import TOUR
 
 from .test_report import assert_self_contained, parse
 
@@ -15,7 +15,7 @@ def test_tour_one_epoch_end_to_end(tmp_path, capsys):
     assert main(["tour", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert str(out / "report.html") in printed
-    names = [name for name, _, _ in TOUR]
+    names = [step["model"] for step in TOUR]
     assert names == ["dense", "sparse", "conv", "vae"]
     for name in names:
         run = out / name
@@ -24,7 +24,8 @@ def test_tour_one_epoch_end_to_end(tmp_path, capsys):
         cfg = json.loads((run / "config.json").read_text())
         assert cfg["model"] == name and cfg["dataset"] == "mnist5k" and cfg["epochs"] == 1
         assert json.loads((run / "evaluation.json").read_text())["test_samples"] == 1000
-    assert json.loads((out / "sparse" / "config.json").read_text())["penalty"] == "kl"
+    sparse = next(step for step in TOUR if step["model"] == "sparse")
+    assert json.loads((out / "sparse" / "config.json").read_text())["penalty"] == sparse["settings"]["penalty"]
     assert (out / "vae" / "samples.png").is_file()
     page = parse(out / "report.html")
     assert_self_contained(page)

@@ -92,7 +92,8 @@ def test_signal_during_the_last_step_records_the_epoch(small_mnist, tmp_path):
     import math
     import signal
 
-    from aelab.training import TrainingInterrupted, load_checkpoint
+    from aelab.io import load_checkpoint
+    from aelab.training import TrainingInterrupted
 
     cfg = RunConfig(epochs=3, batch_size=100, latent_dim=2, hidden_dims=[8], seed=1)
     steps = math.ceil(len(small_mnist.x_train) / cfg.batch_size)

@@ -18,7 +18,7 @@ from aelab.cli import build_parser, main
 from aelab.commands.train import settings_from_args
 from aelab.data.datasets import IDX_FILES
 from aelab.data.idx import write_idx
-from aelab.training.checkpoint import PREVIOUS, load_checkpoint
+from aelab.io import PREVIOUS, load_checkpoint
 
 
 class _RunsACommand:

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from .errors import AelabError
+from .version import __version__
 
 # Each module adds its sub-command(s) with ``add_parsers(subparsers)`` and sets ``func`` on them.
 COMMAND_MODULES = ["train", "evaluate", "report"]
@@ -19,8 +21,6 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="aelab", description="Learn representations without labels with autoencoders.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"aelab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
@@ -28,7 +28,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PrintHandler(logging.Handler):
+    """The library's log messages (the ``aelab`` logger), printed as plain lines on the current stdout."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), flush=True)
+
+
+def show_library_messages() -> None:
+    """The command line decides what is printed: the ``aelab`` logger's INFO messages, as plain lines."""
+    logger = logging.getLogger("aelab")
+    if not any(isinstance(h, _PrintHandler) for h in logger.handlers):
+        logger.addHandler(_PrintHandler())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(argv=None) -> int:
+    show_library_messages()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version", "--debug"):

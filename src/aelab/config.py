@@ -15,6 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import AelabError, closest, first_line
+from .io import atomic_write_text
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 FORMAT_VERSION = 1  # bump when the layout of a run folder changes incompatibly
 MAX_SEED = 2**32 - 1  # per-epoch shuffles seed torch with seed * 1_000_003 + epoch, which must fit 64 bits
@@ -106,8 +112,6 @@ class RunConfig:
         return cls(**coerce_fields(cls, values, source)).validate()
 
     def save(self, path: str | Path) -> None:
-        from .training.checkpoint import atomic_write_text
-
         payload = {"format_version": FORMAT_VERSION, **self.to_dict()}
         atomic_write_text(Path(path), json.dumps(payload, indent=2) + "\n")
 
@@ -130,10 +134,6 @@ def read_config_file(path: str | Path) -> dict:
     text = path.read_bytes()
     try:
         if path.suffix.lower() == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib
             values = tomllib.loads(text.decode("utf-8"))
         else:
             values = json.loads(text.decode("utf-8"))

@@ -1,4 +1,5 @@
 """The one exception type users see: a clear, one-line message naming the problem and the fix."""
+import difflib
 
 
 class AelabError(Exception):
@@ -11,8 +12,6 @@ class AelabError(Exception):
 
 def closest(name: str, choices) -> str:
     """Return ' (did you mean X?)' for the closest valid choice, or '' when nothing is close."""
-    import difflib
-
     match = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)
     return f" (did you mean '{match[0]}'?)" if match else ""
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .errors import AelabError, closest
+from .io import atomic_torch_save, load_checkpoint
 from .models import VAE, ConvAE, ConvVAE, DenseAE, SparseAE
 from .models.base import Autoencoder
 
@@ -59,8 +60,6 @@ def model_kwargs_from_config(cfg, bounded: bool = True) -> dict:
 
 def save_model(model: Autoencoder, path: str | Path) -> None:
     """Write the model's spec and weights (plain tensors and primitives: loadable with weights_only)."""
-    from .training.checkpoint import atomic_torch_save
-
     spec = getattr(model, "spec", None)
     if spec is None:
         raise AelabError("this model was not made by aelab.build_model, so it cannot be saved with its spec")
@@ -69,13 +68,19 @@ def save_model(model: Autoencoder, path: str | Path) -> None:
 
 def load_model(path: str | Path, map_location="cpu") -> Autoencoder:
     """Rebuild a model saved by :func:`save_model` (never executes code from the file)."""
-    from .training.checkpoint import load_checkpoint
-
     payload = load_checkpoint(Path(path), map_location=map_location)
     try:
         spec, state = payload["spec"], payload["state_dict"]
     except (KeyError, TypeError):
         raise AelabError(f"{path} is not an aelab model file (no spec and weights inside)") from None
-    model = build_model(spec["name"], spec["input_shape"], **spec["kwargs"])
+    return model_from_spec(spec, state, source=path)
+
+
+def model_from_spec(spec: dict, state: dict, source="the file") -> Autoencoder:
+    """Rebuild a model from its saved spec and load ``state`` into it; in eval mode."""
+    try:
+        model = build_model(spec["name"], spec["input_shape"], **spec["kwargs"])
+    except (KeyError, TypeError):
+        raise AelabError(f"{source} holds a model spec this aelab cannot read; retrain with this version") from None
     model.load_state_dict(state)
     return model.eval()

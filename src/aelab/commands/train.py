@@ -74,7 +74,7 @@ def _parse_flag(name: str, value, hint):
 
 
 def cmd_train(args) -> int:
-    from ..runs import train
+    from ..api import train
 
     settings = settings_from_args(args)
     run = train(resume=args.resume, progress=not args.quiet, log=lambda line: print(line, flush=True), **settings)

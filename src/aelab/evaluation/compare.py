@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from pathlib import Path
 
+from ..io import atomic_write_text
+from ..runfolder import CONFIG, open_run
 from .evaluate import METRIC_KEYS, ensure_evaluation
 
+logger = logging.getLogger(__name__)
 ID_KEYS = ("model", "dataset")  # rows above the metrics, to tell the runs apart
 DESCRIPTIONS = {
     "model": "", "dataset": "",
@@ -33,11 +37,9 @@ def metric_unit(key: str, result: dict) -> str:
     return unit
 
 
-def collect(run_dirs, *, iwae_samples: int | None = None, progress: bool = True, log=print) -> list[dict]:
+def collect(run_dirs, *, iwae_samples: int | None = None, progress: bool = True, log=logger.info) -> list[dict]:
     """The metrics of each run: its ``evaluation.json``, or a fresh evaluation when it has none
     (or its weights changed since). Each dict gets ``run``: the folder as given."""
-    from ..runs import CONFIG, open_run
-
     for run_dir in run_dirs:  # every folder checked before the first (slow) evaluation starts
         if not (Path(run_dir) / CONFIG).is_file():
             open_run(run_dir)  # raises the AelabError that says what is wrong with it
@@ -89,8 +91,6 @@ def csv_table(rows: list[dict]) -> str:
 
 def write_comparison(rows: list[dict], out_dir) -> tuple[Path, Path]:
     """Write ``comparison.md`` and ``comparison.csv`` into ``out_dir`` (atomically); return their paths."""
-    from ..training.checkpoint import atomic_write_text
-
     out_dir = Path(out_dir)
     md, cs = out_dir / "comparison.md", out_dir / "comparison.csv"
     atomic_write_text(md, markdown_table(rows))

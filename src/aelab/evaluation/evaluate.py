@@ -31,14 +31,16 @@ from pathlib import Path
 import torch
 
 from ..data.batches import as_float, iterate_batches
-from ..data.datasets import Dataset
+from ..data.datasets import DATASETS, Dataset, load_dataset
+from ..device import resolve_device
 from ..errors import AelabError
+from ..io import atomic_write_text
 from ..models.base import eval_mode, model_device
+from ..runfolder import CHECKPOINT, EVALUATION, MODEL, open_run
 from . import likelihood
 from .metrics import ACTIVE_THRESHOLD, bce_per_image, mse_per_pixel, sparsity_summary
 from .probes import MAX_TRAIN, probe_accuracies, stratified_subset
 
-EVALUATION = "evaluation.json"
 METRIC_KEYS = ("test_mse", "test_bce", "neg_elbo", "iwae_nll", "iwae_samples", "linear_probe_accuracy",
                "knn_accuracy", "active_units_mean", "dead_fraction", "hoyer")
 DEFAULT_IWAE_SAMPLES = 100  # a few seconds on mnist5k on a CPU; the benchmarks use K >= 1000
@@ -137,16 +139,9 @@ def evaluate_run(run_dir, *, iwae_samples: int | None = None, data: Dataset | No
     run's config. ``device``: where to evaluate ("auto": CUDA when present). Returns the metrics,
     with ``run``, ``model`` and ``dataset`` added.
     """
-    from ..data.datasets import load_dataset
-    from ..runs import open_run
-    from ..training.checkpoint import atomic_write_text
-    from ..training.trainer import resolve_device
-
     run = open_run(run_dir)
     cfg = run.config
     if data is None:
-        from ..data.datasets import DATASETS
-
         if cfg.dataset not in DATASETS and not cfg.dataset.lower().endswith(".npy"):
             raise AelabError(f"{run_dir} was trained on '{cfg.dataset}', which aelab cannot load by name; "
                              f"evaluate it from Python: aelab.evaluation.evaluate_run(run, data=your_dataset)")
@@ -162,9 +157,6 @@ def evaluate_run(run_dir, *, iwae_samples: int | None = None, data: Dataset | No
 def read_evaluation(run_dir) -> dict | None:
     """The metrics stored in ``RUN/evaluation.json``, or None when the run has not been evaluated since
     its weights last changed (no file, an unreadable one, or weights newer than it)."""
-    from ..runs import MODEL
-    from ..training.trainer import CHECKPOINT
-
     path = Path(run_dir) / EVALUATION
     if not path.is_file():
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import signal
 import time
@@ -19,15 +20,16 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import RunConfig
+from ..device import resolve_device
 from ..data.batches import iterate_batches
 from ..data.datasets import Dataset
 from ..errors import AelabError, first_line
 from ..models.base import eval_mode
+from ..io import atomic_torch_save, atomic_write_text, load_latest_checkpoint
+from ..runfolder import CHECKPOINT, METRICS
 from . import distributed
-from .checkpoint import atomic_torch_save, atomic_write_text, load_latest_checkpoint
 from .optim import make_adam  # noqa: F401  (re-exported: the optimizer lives in optim.py)
-
-CHECKPOINT = Path("checkpoints") / "last.pt"
+logger = logging.getLogger(__name__)
 
 
 class TrainingInterrupted(Exception):
@@ -70,18 +72,6 @@ def scheduled_lr(cfg: RunConfig, epochs_done: float) -> float:
     return cfg.lr
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise AelabError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AelabError(f"device '{name}' asked for but CUDA is not available here; use --device cpu")
-    return device
-
-
 @dataclass
 class _EpochState:
     """Running sums of one epoch, on the device (kept in mid-epoch checkpoints)."""
@@ -102,10 +92,10 @@ class Trainer:
         cfg: optimisation settings (epochs, batch_size, lr, weight_decay, seed, device, grad_clip, binarize).
         out: the run folder (checkpoint, metrics.jsonl).
         progress: show a progress bar per epoch.
-        log: where one line per epoch goes (``print`` by default; ``None`` for silence).
+        log: where one line per epoch goes (default: the ``aelab.training.trainer`` logger at INFO; None: silent).
     """
 
-    def __init__(self, model, data: Dataset, cfg: RunConfig, out: str | Path, progress: bool = True, log=print,
+    def __init__(self, model, data: Dataset, cfg: RunConfig, out: str | Path, progress: bool = True, log=logger.info,
                  rank: int = 0, world_size: int = 1):
         self.cfg = cfg
         self.out = Path(out)
@@ -199,7 +189,7 @@ class Trainer:
     def write_metrics(self) -> None:
         if self.rank == 0:
             text = "".join(json.dumps(rec) + "\n" for rec in self.history)
-            atomic_write_text(self.out / "metrics.jsonl", text)
+            atomic_write_text(self.out / METRICS, text)
 
     # ------------------------------------------------------------------ training
     def fit(self, until: int | None = None) -> list[dict]:

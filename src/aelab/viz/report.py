@@ -11,14 +11,22 @@ from __future__ import annotations
 import base64
 import datetime
 import html
+import logging
 from pathlib import Path
 
 from ..data.batches import as_float
+from ..data.datasets import load_dataset
 from ..errors import AelabError
+from ..io import atomic_write_text
+from ..runfolder import Run, open_run
+from ..version import __version__
 from ..evaluation import METRIC_KEYS, ensure_evaluation
 from ..evaluation.compare import DESCRIPTIONS, fmt, metric_unit
+from .figures import plot_metric_bars, plot_reconstruction_comparison
 from .latent import DEFAULT_POINTS
+from .run_figures import class_balanced_indices, figure_paths, write_latent_map, write_run_figures
 
+logger = logging.getLogger(__name__)
 REPORT = "report.html"
 LOWER_IS_BETTER = {"test_mse", "test_bce", "neg_elbo", "iwae_nll"}
 HIGHER_IS_BETTER = {"linear_probe_accuracy", "knn_accuracy"}
@@ -87,8 +95,6 @@ def _table(header: list[str], rows: list[list], numeric_from: int | None = 1, be
 
 
 def _page(title: str, body: str) -> str:
-    from .. import __version__
-
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -98,8 +104,6 @@ def _page(title: str, body: str) -> str:
 
 
 def _write(path: Path, text: str) -> Path:
-    from ..training.checkpoint import atomic_write_text
-
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
     return path
@@ -120,14 +124,12 @@ def metric_rows(evaluation: dict) -> list[list[str]]:
 def _load_data(cfg, data):
     if data is not None:
         return data
-    from ..data.datasets import load_dataset
-
     return load_dataset(cfg.dataset, cfg.data_dir)
 
 
 # ------------------------------------------------------------------------------------------------ one run
 def write_run_report(run, data=None, *, method: str = "tsne", n_points: int | None = DEFAULT_POINTS,
-                     redraw: bool = True, progress: bool = True, log=print) -> Path:
+                     redraw: bool = True, progress: bool = True, log=logger.info) -> Path:
     """Write ``RUN/report.html`` for a run folder (or a :class:`aelab.Run`) and return its path.
 
     ``data`` defaults to the run's own dataset. The metrics come from ``evaluation.json`` (evaluated
@@ -135,8 +137,6 @@ def write_run_report(run, data=None, *, method: str = "tsne", n_points: int | No
     again (the latent map by ``method`` on ``n_points`` codes); without it the figures already in
     the folder are used.
     """
-    from ..runs import Run, open_run
-    from .run_figures import figure_paths, write_run_figures
 
     run = run if isinstance(run, Run) and run.model is not None else open_run(run.path if isinstance(run, Run) else run)
     data = _load_data(run.config, data)
@@ -183,7 +183,7 @@ def run_names(run_dirs: list[Path]) -> list[str]:
 
 
 def write_comparison_report(run_dirs, html_path, data=None, *, method: str = "tsne",
-                            n_points: int | None = DEFAULT_POINTS, progress: bool = False, log=print) -> Path:
+                            n_points: int | None = DEFAULT_POINTS, progress: bool = False, log=logger.info) -> Path:
     """Write one HTML page comparing the runs in ``run_dirs`` and return its path.
 
     Runs without an up-to-date ``evaluation.json`` are evaluated first, runs without a latent map get
@@ -191,9 +191,6 @@ def write_comparison_report(run_dirs, html_path, data=None, *, method: str = "ts
     reconstructions, drawn for the runs that share the first run's dataset. Two PNGs are written
     beside the page (``<name>-reconstructions.png``, ``<name>-metrics.png``).
     """
-    from ..runs import open_run
-    from .figures import plot_metric_bars, plot_reconstruction_comparison
-    from .run_figures import class_balanced_indices, write_latent_map
 
     run_dirs = [Path(r) for r in run_dirs]
     if not run_dirs:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import AelabError, first_line
+from .errors import AelabError, first_line
 
 PREVIOUS = "previous.pt"  # the checkpoint before the last one, in the same folder
 
