@@ -14,6 +14,12 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
 from ..errors import AelabError
 
@@ -30,12 +36,6 @@ def probe_accuracies(train_codes, train_labels, test_codes, test_labels, max_tra
     ``probe_train_total``. Labels must be integers in 0..num_classes-1 (``num_classes`` defaults
     to the largest label + 1); anything else is an :class:`AelabError`.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
-
     x_tr, x_te = _codes(train_codes, "train"), _codes(test_codes, "test")
     y_tr, y_te = _labels(train_labels, len(x_tr), "train"), _labels(test_labels, len(x_te), "test")
     if x_tr.shape[1] != x_te.shape[1]:
@@ -81,8 +81,6 @@ def stratified_subset(labels, n: int, seed: int = 0) -> np.ndarray:
     labels = np.asarray(labels)
     if n >= len(labels):
         return np.arange(len(labels))
-    from sklearn.model_selection import train_test_split
-
     idx = np.arange(len(labels))
     try:
         keep, _ = train_test_split(idx, train_size=n, stratify=labels, random_state=seed)

@@ -22,6 +22,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from ..data.batches import epoch_seed
 from ..errors import AelabError, first_line
@@ -162,8 +163,6 @@ def rank_device(device: torch.device, world_size: int) -> torch.device:
 def wrap_model(model: torch.nn.Module, device: torch.device, compile: bool = False) -> torch.nn.Module:
     """DistributedDataParallel around ``model`` (gradients averaged across ranks during backward);
     compiled outside the wrapper, as DDP's graph-break optimisation expects."""
-    from torch.nn.parallel import DistributedDataParallel
-
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     return torch.compile(ddp) if compile else ddp
 

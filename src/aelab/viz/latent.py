@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
 from ..errors import AelabError
 from .figures import _save, plt
@@ -68,8 +71,6 @@ def project(codes, method: str = "tsne", n_points: int | None = DEFAULT_POINTS, 
         jitter = np.random.default_rng(seed).uniform(-1, 1, size=len(z)).astype(np.float32)
         return Projection(np.stack([z[:, 0], jitter], 1), index, "direct", ("$z_1$", "jitter"), 0.0)
     if method == "pca" or len(z) < 5:  # t-SNE and UMAP need a handful of neighbours
-        from sklearn.decomposition import PCA
-
         pca = PCA(2, random_state=seed).fit(z)
         ratio = pca.explained_variance_ratio_
         return Projection(pca.transform(z).astype(np.float32), index, "pca",
@@ -86,10 +87,6 @@ def project(codes, method: str = "tsne", n_points: int | None = DEFAULT_POINTS, 
         points = umap.UMAP(n_components=2, random_state=seed).fit_transform(z)
         return Projection(np.asarray(points, np.float32), index, "umap", ("UMAP 1", "UMAP 2"),
                           time.perf_counter() - t0)
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
-
     if log:
         log(f"t-SNE of {len(z):,} codes ({d}-D) ...")
     if d > TSNE_PCA_DIMS:
