@@ -20,8 +20,9 @@ def _samples(value: str | None) -> int | None:
 
 def format_evaluation(result: dict) -> str:
     """The short table ``aelab evaluate`` prints: one metric a line, with its unit."""
-    from ..evaluation.compare import fmt, metric_unit
-    from ..evaluation.evaluate import EVALUATION, METRIC_KEYS
+    from ..evaluation.compare import fmt
+    from ..evaluation.specs import METRIC_KEYS, metric_unit
+    from ..runfolder import EVALUATION
 
     lines = [f"{result.get('run', '')}: {result.get('model', '?')} on {result.get('dataset', '?')}, "
              f"{result.get('test_samples', 0):,} test samples, {result.get('seconds', 0):.1f} s"]

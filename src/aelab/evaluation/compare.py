@@ -14,27 +14,11 @@ from pathlib import Path
 
 from ..io import atomic_write_text
 from ..runfolder import CONFIG, open_run
-from .evaluate import METRIC_KEYS, ensure_evaluation
+from .evaluate import ensure_evaluation
+from .specs import METRIC_KEYS, SPECS
 
 logger = logging.getLogger(__name__)
 ID_KEYS = ("model", "dataset")  # rows above the metrics, to tell the runs apart
-DESCRIPTIONS = {
-    "model": "", "dataset": "",
-    "test_mse": "per pixel", "test_bce": "nats per image", "neg_elbo": "nats per image",
-    "iwae_nll": "nats per image", "iwae_samples": "K", "linear_probe_accuracy": "logistic regression",
-    "knn_accuracy": "5-NN", "active_units_mean": "abs(z) > 0.01", "dead_fraction": "never abs(z) > 0.01",
-    "hoyer": "0 dense .. 1 one unit",
-}
-
-
-def metric_unit(key: str, result: dict) -> str:
-    """The unit of metric ``key`` as shown beside its value, with what this run's ``result`` adds to it."""
-    unit = DESCRIPTIONS.get(key, "")
-    if key == "active_units_mean" and "latent_dim" in result:
-        unit = f"of {result['latent_dim']} units, {unit}"
-    if key in ("neg_elbo", "iwae_nll") and result.get("binarized"):
-        unit += ", binarized test images"
-    return unit
 
 
 def collect(run_dirs, *, iwae_samples: int | None = None, progress: bool = True, log=logger.info) -> list[dict]:
@@ -65,7 +49,8 @@ def fmt(value) -> str:
 def markdown_table(rows: list[dict]) -> str:
     """The runs side by side: a header of run folders, a row per metric, blank cells where absent."""
     header = ["metric", *[fmt(r["run"]) for r in rows], "unit"]
-    body = [[key, *[fmt(r.get(key)) for r in rows], DESCRIPTIONS.get(key, "")] for key in (*ID_KEYS, *METRIC_KEYS)]
+    body = [[key, *[fmt(r.get(key)) for r in rows], SPECS[key].unit if key in SPECS else ""]
+            for key in (*ID_KEYS, *METRIC_KEYS)]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
     def line(cells, numeric=False):

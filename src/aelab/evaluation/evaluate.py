@@ -1,20 +1,7 @@
 """Evaluate a model or a run folder: every metric, with one definition for every model.
 
-What is measured (the keys of ``evaluation.json``; a contract: absent where a metric does not apply):
-
-==========================  =====================================================================
-``test_mse``                mean squared error per pixel of ``model.reconstruct(x)`` on the grey-level test set
-``test_bce``                binary cross-entropy of ``model.reconstruct(x)`` summed per image (probabilities
-                            clamped to [1e-7, 1 - 1e-7]), mean over test images; data in [0, 1] only
-``neg_elbo``                variational models: -ELBO in nats per image (one posterior sample, KL in closed form)
-``iwae_nll``                variational models: IWAE estimate of -log p(x) in nats per image with
-``iwae_samples``            K samples per image (the IWAE bound, Burda et al. 2016)
-``linear_probe_accuracy``   logistic regression (after StandardScaler) fitted on train codes, scored on test codes
-``knn_accuracy``            5-nearest-neighbour classifier on the same codes
-``active_units_mean``       mean number of units with |z| > 0.01 per test sample (L0 with that threshold)
-``dead_fraction``           fraction of units never active (|z| > 0.01) on any test sample
-``hoyer``                   Hoyer sparsity (sqrt(n) - L1/L2) / (sqrt(n) - 1), mean over test samples
-==========================  =====================================================================
+What is measured: the keys of ``evaluation.json`` (a contract; absent where a metric does not apply), each
+described once in the table of :mod:`aelab.evaluation.specs` (unit, meaning, which way is better).
 
 Codes are ``model.codes(x)``, the code the decoder receives (posterior mean for a VAE) of the
 grey-level images. ``neg_elbo`` and ``iwae_nll`` use dynamically binarized test images (one seeded
@@ -40,9 +27,8 @@ from ..runfolder import CHECKPOINT, EVALUATION, MODEL, open_run
 from . import likelihood
 from .metrics import ACTIVE_THRESHOLD, bce_per_image, mse_per_pixel, sparsity_summary
 from .probes import MAX_TRAIN, probe_accuracies, stratified_subset
+from .specs import METRIC_KEYS  # noqa: F401  (re-exported: the keys evaluate_model writes)
 
-METRIC_KEYS = ("test_mse", "test_bce", "neg_elbo", "iwae_nll", "iwae_samples", "linear_probe_accuracy",
-               "knn_accuracy", "active_units_mean", "dead_fraction", "hoyer")
 DEFAULT_IWAE_SAMPLES = 100  # a few seconds on mnist5k on a CPU; the benchmarks use K >= 1000
 BATCH = 2048  # evaluation batch (no gradients, so large batches are cheap)
 

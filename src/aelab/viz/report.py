@@ -21,27 +21,16 @@ from ..io import atomic_write_text
 from ..runfolder import Run, open_run
 from ..version import __version__
 from ..evaluation import METRIC_KEYS, ensure_evaluation
-from ..evaluation.compare import DESCRIPTIONS, fmt, metric_unit
+from ..evaluation.compare import fmt
+from ..evaluation.specs import METRICS, SPECS, metric_unit
 from .figures import plot_metric_bars, plot_reconstruction_comparison
 from .latent import DEFAULT_POINTS
 from .run_figures import class_balanced_indices, figure_paths, write_latent_map, write_run_figures
 
 logger = logging.getLogger(__name__)
 REPORT = "report.html"
-LOWER_IS_BETTER = {"test_mse", "test_bce", "neg_elbo", "iwae_nll"}
-HIGHER_IS_BETTER = {"linear_probe_accuracy", "knn_accuracy"}
-EXPLAIN = {
-    "test_mse": "mean squared error per pixel between test images and their reconstructions",
-    "test_bce": "binary cross-entropy of the reconstructions, nats per image",
-    "neg_elbo": "negative evidence lower bound on the test set, nats per image (a bound on -log p(x))",
-    "iwae_nll": "importance-weighted estimate of -log p(x), nats per image (tighter than the ELBO)",
-    "iwae_samples": "importance samples per image behind iwae_nll",
-    "linear_probe_accuracy": "test accuracy of a logistic regression reading the label off the code",
-    "knn_accuracy": "test accuracy of a 5-nearest-neighbour classifier on the codes",
-    "active_units_mean": "units with |z| > 0.01 on an average test sample",
-    "dead_fraction": "fraction of units never active on the test set",
-    "hoyer": "Hoyer sparsity of the codes: 0 all units equal, 1 a single active unit",
-}
+LOWER_IS_BETTER = {spec.key for spec in METRICS if spec.better == "lower"}
+HIGHER_IS_BETTER = {spec.key for spec in METRICS if spec.better == "higher"}
 CSS = """
 body{font:15px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d2329;background:#f4f5f7;margin:0}
 main{max-width:1180px;margin:0 auto;padding:24px 28px 60px}
@@ -116,8 +105,7 @@ def metric_rows(evaluation: dict) -> list[list[str]]:
         if key not in evaluation:
             continue
         unit = metric_unit(key, evaluation)
-        better = "lower" if key in LOWER_IS_BETTER else "higher" if key in HIGHER_IS_BETTER else ""
-        rows.append([key, fmt(evaluation[key]), unit, better, EXPLAIN.get(key, "")])
+        rows.append([key, fmt(evaluation[key]), unit, SPECS[key].better, SPECS[key].meaning])
     return rows
 
 
@@ -257,9 +245,8 @@ def _comparison_table(runs, names, evals) -> str:
             ["training seconds", *[f"{sum(h.get('seconds', 0.0) for h in r.history):.1f}" for r in runs], "", ""]]
     best = {}
     for key in keys:
-        i = len(rows)
-        better = "lower" if key in LOWER_IS_BETTER else "higher" if key in HIGHER_IS_BETTER else ""
-        rows.append([key, *[fmt(e.get(key)) for e in evals], DESCRIPTIONS.get(key, ""), better])
+        i, better = len(rows), SPECS[key].better
+        rows.append([key, *[fmt(e.get(key)) for e in evals], SPECS[key].unit, better])
         values = [(e[key], j) for j, e in enumerate(evals) if isinstance(e.get(key), (int, float))]
         if len(values) > 1 and better:
             pick = min(values) if better == "lower" else max(values)

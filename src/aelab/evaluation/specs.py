@@ -1,0 +1,73 @@
+"""The one table of metrics: every key of ``evaluation.json`` with its unit, its meaning in one line, which
+way is better and which models it applies to. Evaluation, ``aelab evaluate`` and ``aelab compare``, the
+HTML reports and the README's list of keys all read this table; a new metric is a new row here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import AelabError
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    key: str  # the key in evaluation.json (a contract)
+    unit: str  # shown beside the value
+    meaning: str  # what it measures, one line
+    better: str = ""  # "lower", "higher", or "" (a count or a setting, neither)
+    applies_to: str = "every model"  # which runs have it
+    pairs: bool = False  # a mapping per ordered modality pair ("image->audio": ...) rather than one number
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("test_mse", "per pixel", "mean squared error per pixel between test images and their reconstructions",
+               "lower"),
+    MetricSpec("test_bce", "nats per image", "binary cross-entropy of the reconstructions, summed per image",
+               "lower", "data in [0, 1]"),
+    MetricSpec("neg_elbo", "nats per image",
+               "negative evidence lower bound on the test set (one posterior sample, KL in closed form)",
+               "lower", "variational models"),
+    MetricSpec("iwae_nll", "nats per image", "importance-weighted estimate of -log p(x) (Burda et al. 2016), "
+               "tighter than the ELBO", "lower", "variational models"),
+    MetricSpec("iwae_samples", "K", "importance samples per image behind iwae_nll", "", "variational models"),
+    MetricSpec("linear_probe_accuracy", "logistic regression",
+               "test accuracy of a logistic regression (after standard scaling) reading the label off the code",
+               "higher", "labelled data"),
+    MetricSpec("knn_accuracy", "5-NN", "test accuracy of a 5-nearest-neighbour classifier on the codes", "higher",
+               "labelled data"),
+    MetricSpec("active_units_mean", "abs(z) > 0.01", "units with abs(z) > 0.01 on an average test sample (the code the decoder receives)"),
+    MetricSpec("dead_fraction", "never abs(z) > 0.01", "fraction of units never active on the test set"),
+    MetricSpec("hoyer", "0 dense .. 1 one unit",
+               "Hoyer sparsity of the codes, (sqrt(n) - L1/L2) / (sqrt(n) - 1): 0 all units equal, 1 a single "
+               "active unit"),
+)
+SPECS = {spec.key: spec for spec in METRICS}
+# The scalar metrics of single-modality runs, in table order (what `aelab compare` lists row by row).
+METRIC_KEYS = tuple(spec.key for spec in METRICS if not spec.pairs)
+
+
+def spec_for(key: str) -> MetricSpec:
+    """The spec of ``key``; a nested key such as ``retrieval/image->audio/recall@1`` gets its first part's."""
+    spec = SPECS.get(key) or SPECS.get(key.split("/")[0])
+    if spec is None:
+        raise AelabError(f"'{key}' is not a metric aelab knows; known: {', '.join(SPECS)}")
+    return spec
+
+
+def metric_unit(key: str, result: dict) -> str:
+    """The unit of metric ``key`` as shown beside its value, with what this run's ``result`` adds to it."""
+    unit = spec_for(key).unit
+    if key == "active_units_mean" and "latent_dim" in result:
+        unit = f"of {result['latent_dim']} units, {unit}"
+    if key in ("neg_elbo", "iwae_nll") and result.get("binarized"):
+        unit += ", binarized test images"
+    return unit
+
+
+def spec_table_markdown() -> str:
+    """The table as Markdown, for the README (a test keeps the README's copy equal to this)."""
+    lines = ["| key | unit | better | applies to | what it measures |", "|---|---|---|---|---|"]
+    for s in METRICS:
+        key = f"`{s.key}`" + (" (per modality pair)" if s.pairs else "")
+        lines.append(f"| {key} | {s.unit} | {s.better} | {s.applies_to} | {s.meaning} |")
+    return "\n".join(lines) + "\n"
