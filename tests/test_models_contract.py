@@ -171,5 +171,5 @@ def test_he_init_weights_and_fan_in():
     assert not net[0].bias.any() and not net[2].bias.any()
     assert fan_in(nn.Conv2d(32, 64, 4, stride=2)) == 32 * 16
     assert fan_in(nn.ConvTranspose2d(64, 32, 4, stride=2)) == 64 * 16 / 4
-    with pytest.raises(AelabError, match="weight_init must be one of he, torch"):
+    with pytest.raises(AelabError, match="weight_init must be .he. or .torch."):
         aelab.build_model("dense", weight_init="xavier")

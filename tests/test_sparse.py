@@ -99,7 +99,7 @@ def test_auxk_is_zero_without_dead_units():
 
 
 def test_bad_sparse_settings():
-    with pytest.raises(AelabError, match="k \\(40\\) must lie between 1 and latent_dim \\(16\\)"):
+    with pytest.raises(AelabError, match="k \\(40\\) cannot exceed latent_dim \\(16\\)"):
         _sparse(penalty="topk", k=40)
     with pytest.raises(AelabError, match="target_sparsity"):
         _sparse(target_sparsity=1.5)

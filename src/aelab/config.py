@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .errors import AelabError, closest, first_line
 from .io import atomic_write_text
+from .registry import check_model_settings
 
 try:
     import tomllib
@@ -33,7 +34,7 @@ class RunConfig:
     dataset: str = "mnist5k"  # dataset name: see `aelab datasets`
     data_dir: str | None = None  # folder holding this dataset's files (overrides AELAB_DATA_DIR)
     out: str | None = None  # run folder; default runs/<model>-<dataset>[-N]
-    # --- model shape
+    # --- the model's settings: owned and validated by its family's settings class (models/<family>.py)
     latent_dim: int | None = None  # size of the code z; None = the model's default (32; 256 for sparse)
     hidden_dims: list[int] | None = None  # hidden layer sizes (dense) or channels (conv); None = model default
     loss: str | None = None  # reconstruction loss: "mse" or "bce"; None = the model's default
@@ -69,37 +70,20 @@ class RunConfig:
             if not cond:
                 raise AelabError(msg)
 
-        need(self.latent_dim is None or self.latent_dim >= 1,
-             f"latent_dim must be at least 1, got {self.latent_dim}; pass --latent-dim 32, say")
         need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
         need(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
         need(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}; try --lr 1e-3")
         need(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
              f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.hidden_dims is not None:
-            need(all(h >= 1 for h in self.hidden_dims),  # [] = no hidden layer (a linear encoder and decoder)
-                 f"hidden_dims must be positive sizes like 256,128, got {self.hidden_dims}")
-        need(self.loss in (None, "mse", "bce"), f"loss must be 'mse' or 'bce', got '{self.loss}'")
-        need(self.weight_init in ("he", "torch"), f"weight_init must be 'he' or 'torch', got '{self.weight_init}'")
-        need(self.penalty in ("kl", "l1", "topk"), f"penalty must be 'kl', 'l1' or 'topk', got '{self.penalty}'")
-        need(0 < self.target_sparsity < 1,
-             f"target_sparsity must lie strictly between 0 and 1, got {self.target_sparsity}")
-        need(self.sparsity_weight is None or (math.isfinite(self.sparsity_weight) and self.sparsity_weight >= 0),
-             f"sparsity_weight must be >= 0, got {self.sparsity_weight}")
-        need(self.k >= 1, f"k must be at least 1, got {self.k}")
-        if self.model == "sparse" and self.penalty == "topk":
-            need(self.k <= (self.latent_dim or 256),
-                 f"k ({self.k}) cannot exceed latent_dim ({self.latent_dim or 256}); lower --k or raise --latent-dim")
-        need(math.isfinite(self.beta) and self.beta >= 0, f"beta must be >= 0, got {self.beta}")
         need(self.lr_schedule in ("constant", "cosine"),
              f"lr_schedule must be 'constant' or 'cosine', got '{self.lr_schedule}'")
         need(self.precision in ("auto", "fp32", "bf16"),
              f"precision must be 'auto', 'fp32' or 'bf16', got '{self.precision}'")
-        need(self.kl_warmup >= 0, f"kl_warmup must be >= 0 epochs, got {self.kl_warmup}")
         if self.grad_clip is not None:
             need(math.isfinite(self.grad_clip) and self.grad_clip > 0,
                  f"grad_clip must be a positive number, got {self.grad_clip}")
         need(0 <= self.seed <= MAX_SEED, f"seed must lie in 0..{MAX_SEED}, got {self.seed}")
+        check_model_settings(self)  # the model's fields, by the settings classes of the families that own them
         return self
 
     # ----------------------------------------------------------------- (de)serialisation

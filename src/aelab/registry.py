@@ -4,7 +4,6 @@ Adding a model is one file in ``models/`` plus one line here.
 """
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import torch
@@ -12,7 +11,7 @@ import torch
 from .errors import AelabError, closest
 from .io import atomic_torch_save, load_checkpoint
 from .models import VAE, ConvAE, ConvVAE, DenseAE, SparseAE
-from .models.base import Autoencoder
+from .models.base import AESettings, Autoencoder
 
 MODELS: dict[str, type[Autoencoder]] = {
     "dense": DenseAE,
@@ -29,33 +28,48 @@ def model_class(name: str) -> type[Autoencoder]:
     return MODELS[name]
 
 
+def settings_class(name: str) -> type[AESettings]:
+    """The settings dataclass of a registered model family (its fields, defaults and checks)."""
+    return model_class(name).Settings
+
+
 def model_params(name: str) -> list[str]:
-    """The keyword arguments the model's constructor takes."""
-    return [p for p in inspect.signature(model_class(name).__init__).parameters if p != "self"]
+    """The settings the model takes (the fields of its family's settings dataclass)."""
+    return settings_class(name).names()
 
 
 def build_model(name: str, input_shape=(1, 28, 28), **kwargs) -> Autoencoder:
-    """Build a registered model; unknown keyword arguments are an AelabError naming the valid ones."""
+    """Build a registered model from keyword settings; unknown ones are an AelabError naming the valid ones.
+    The model's ``spec`` (saved with its weights) holds the name, the input shape, the settings as given
+    (``kwargs``) and as validated (``settings``, every field)."""
     cls = model_class(name)
-    params = model_params(name)
-    for key in kwargs:
-        if key not in params:
-            raise AelabError(f"model '{name}' takes no setting '{key}'{closest(key, params)}; "
-                             f"it takes: {', '.join(params)}")
-    kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
-    model = cls(input_shape=tuple(input_shape), **kwargs)
-    model.spec = {"name": name, "input_shape": list(model.input_shape), "kwargs": kwargs}
+    settings = cls.Settings.build(name, kwargs)
+    model = cls(input_shape=tuple(input_shape), settings=settings)
+    model.spec = {"name": name, "input_shape": list(model.input_shape),
+                  "kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()},
+                  "settings": model.settings.to_dict()}
     return model
 
 
 def model_kwargs_from_config(cfg, bounded: bool = True) -> dict:
-    """The constructor arguments a run config gives a model: every config field the model takes, when set."""
-    params = model_params(cfg.model)
+    """The settings a run config gives its model: every field of the model's settings that the config sets
+    (None = the family's default), and the output function the data calls for."""
     values = cfg.to_dict()
-    kwargs = {k: values[k] for k in params if k in values and values[k] is not None and k != "input_shape"}
-    if "output" in params:
-        kwargs["output"] = "sigmoid" if bounded else "linear"
+    kwargs = {k: values[k] for k in model_params(cfg.model) if values.get(k) is not None}
+    kwargs["output"] = "sigmoid" if bounded else "linear"
     return kwargs
+
+
+def check_model_settings(cfg) -> None:
+    """The run config's model fields, judged by the model families that own them: each value by every family
+    that has the field (so a bad --target-sparsity is refused whatever the model), and the rules across fields
+    by the chosen model's family alone (k <= latent_dim only matters for a topk sparse model)."""
+    values = cfg.to_dict()
+    for name in MODELS:
+        cls = settings_class(name)
+        cls.build(name, {k: values[k] for k in cls.names() if values.get(k) is not None}).check_fields()
+    chosen = settings_class(cfg.model)
+    chosen.build(cfg.model, {k: values[k] for k in chosen.names() if values.get(k) is not None}).validate()
 
 
 def save_model(model: Autoencoder, path: str | Path) -> None:

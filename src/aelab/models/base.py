@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..errors import AelabError
+from ..errors import AelabError, closest
 from ..losses import reconstruction_loss, to_output
 
 
@@ -39,33 +41,84 @@ class AEOutput:
         return self._recon
 
 
+def need(condition: bool, message: str) -> None:
+    """Raise AelabError(message) unless ``condition``: one line per rule in the settings' checks."""
+    if not condition:
+        raise AelabError(message)
+
+
+@dataclass
+class AESettings:
+    """What every single-modality autoencoder is built from. Each family subclasses it next to its model,
+    with its own defaults and fields; ``check_fields`` judges each value alone, ``check_together`` the rules
+    across fields, and ``validate`` both: the one place a model's settings are validated (the run config
+    calls the same checks for its flags)."""
+
+    latent_dim: int = 32  # size of the code z
+    hidden_dims: list[int] | None = None  # hidden layer sizes (dense) or channels (conv); None = the family's default
+    loss: str | None = None  # reconstruction loss: "mse" or "bce"; None = the family's default
+    output: str = "sigmoid"  # "sigmoid" for data in [0, 1] (images), "linear" for unbounded features (from the data)
+    weight_init: str = "he"  # encoder weights: "he" (Kaiming normal) or "torch" (PyTorch's default)
+
+    def check_fields(self) -> "AESettings":
+        need(self.latent_dim is None or self.latent_dim >= 1,
+             f"latent_dim must be at least 1, got {self.latent_dim}; pass --latent-dim 32, say")
+        if self.hidden_dims is not None:
+            need(all(h >= 1 for h in self.hidden_dims),  # [] = no hidden layer (a linear encoder and decoder)
+                 f"hidden_dims must be positive sizes like 256,128, got {self.hidden_dims}")
+        need(self.loss in (None, "mse", "bce"), f"loss must be 'mse' or 'bce', got '{self.loss}'")
+        need(self.output in ("sigmoid", "linear"), f"output must be 'sigmoid' or 'linear', got '{self.output}'")
+        need(self.weight_init in WEIGHT_INITS, f"weight_init must be 'he' or 'torch', got '{self.weight_init}'")
+        return self
+
+    def check_together(self) -> "AESettings":
+        need(not (self.loss == "bce" and self.output != "sigmoid"),
+             "the bce loss needs data in [0, 1]; use --loss mse for unbounded features")
+        return self
+
+    def validate(self) -> "AESettings":
+        return self.check_fields().check_together()
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def build(cls, model: str, values: dict) -> "AESettings":
+        """Settings from keyword values; an unknown name is an AelabError naming the valid ones."""
+        names = cls.names()
+        for key in values:
+            need(key in names, f"model '{model}' takes no setting '{key}'{closest(key, names)}; "
+                               f"it takes: {', '.join(names)}")
+        return cls(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 class Autoencoder(nn.Module):
     """Base class: subclasses build ``encoder`` layers and implement ``encode`` and ``decode_logits``.
 
-    ``output`` is "sigmoid" for data in [0, 1] (images) and "linear" for unbounded features.
+    A model is built from its family's settings (``Settings``, validated once here), given as ``settings=``
+    or as keyword values. ``output`` is "sigmoid" for data in [0, 1] (images) and "linear" for unbounded
+    features.
     """
 
     name = "autoencoder"
     default_loss = "mse"
+    Settings: type[AESettings] = AESettings
 
-    def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, loss: str | None = None,
-                 output: str = "sigmoid", weight_init: str = "he"):
+    def __init__(self, input_shape=(1, 28, 28), settings: AESettings | None = None, **kwargs):
         super().__init__()
-        self.input_shape = tuple(int(s) for s in input_shape)
-        self.latent_dim = int(latent_dim)
-        self.loss_kind = loss or self.default_loss
-        self.output = output
-        self.weight_init = weight_init
-        if weight_init not in WEIGHT_INITS:
-            raise AelabError(f"weight_init must be one of {', '.join(WEIGHT_INITS)}, got '{weight_init}'")
-        if self.latent_dim < 1:
-            raise AelabError(f"latent_dim must be at least 1, got {latent_dim}")
-        if self.loss_kind not in ("mse", "bce"):
-            raise AelabError(f"loss must be 'mse' or 'bce', got '{self.loss_kind}'")
-        if self.output not in ("sigmoid", "linear"):
-            raise AelabError(f"output must be 'sigmoid' or 'linear', got '{self.output}'")
-        if self.loss_kind == "bce" and self.output != "sigmoid":
-            raise AelabError("the bce loss needs data in [0, 1]; use --loss mse for unbounded features")
+        self.settings = (settings or self.Settings.build(self.name, kwargs)).validate()
+        s = self.settings
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.latent_dim = int(s.latent_dim)
+        self.loss_kind = s.loss or self.default_loss
+        self.output = s.output
+        self.weight_init = s.weight_init
+        need(not (self.loss_kind == "bce" and self.output != "sigmoid"),
+             "the bce loss needs data in [0, 1]; use --loss mse for unbounded features")
 
     def init_weights(self) -> None:
         """Called by each model once its layers exist. "he": the encoder's layers get Kaiming-normal weights

@@ -4,8 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dataclasses import dataclass
+
 from ..errors import AelabError
-from .base import Autoencoder
+from .base import AESettings, Autoencoder
 
 
 class ConvEncoder(nn.Module):
@@ -52,13 +54,18 @@ def check_conv_shape(input_shape, channels) -> None:
         raise AelabError(f"convolutional models take two channel counts in hidden_dims (e.g. 32,64), got {channels}")
 
 
+@dataclass
+class ConvSettings(AESettings):
+    hidden_dims: list[int] | None = None  # channels of the two convolutions; None (or []) = 32,64
+
+
 class ConvAE(Autoencoder):
     name = "conv"
+    Settings = ConvSettings
 
-    def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, hidden_dims=(32, 64),
-                 loss: str | None = None, output: str = "sigmoid", weight_init: str = "he"):
-        super().__init__(input_shape, latent_dim, loss, output, weight_init)
-        channels = list(hidden_dims or (32, 64))
+    def __init__(self, input_shape=(1, 28, 28), settings: ConvSettings | None = None, **kwargs):
+        super().__init__(input_shape, settings, **kwargs)
+        channels = list(self.settings.hidden_dims or (32, 64))
         check_conv_shape(self.input_shape, channels)
         self.encoder = ConvEncoder(self.input_shape, channels, self.latent_dim)
         self.decoder = ConvDecoder(self.input_shape, channels, self.latent_dim)

@@ -3,16 +3,23 @@ from __future__ import annotations
 
 import torch
 
-from .base import Autoencoder, mlp
+from dataclasses import dataclass
+
+from .base import AESettings, Autoencoder, mlp
+
+
+@dataclass
+class DenseSettings(AESettings):
+    hidden_dims: list[int] | None = None  # hidden layer sizes; None (or []) = 256,128
 
 
 class DenseAE(Autoencoder):
     name = "dense"
+    Settings = DenseSettings
 
-    def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, hidden_dims=(256, 128),
-                 loss: str | None = None, output: str = "sigmoid", weight_init: str = "he"):
-        super().__init__(input_shape, latent_dim, loss, output, weight_init)
-        hidden = list(hidden_dims or (256, 128))
+    def __init__(self, input_shape=(1, 28, 28), settings: DenseSettings | None = None, **kwargs):
+        super().__init__(input_shape, settings, **kwargs)
+        hidden = list(self.settings.hidden_dims or (256, 128))
         self.encoder = mlp([self.input_size, *hidden, self.latent_dim])  # (B, D) -> (B, latent)
         self.decoder = mlp([self.latent_dim, *reversed(hidden), self.input_size])  # (B, latent) -> (B, D) logits
         self.init_weights()

@@ -20,11 +20,13 @@ Penalties (``penalty``):
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 
-from ..errors import AelabError
 from ..losses import kl_sparsity_penalty, l1_penalty, to_output
-from .base import AEOutput, Autoencoder, mlp
+from .base import AEOutput, AESettings, Autoencoder, mlp, need
 
 # Per-penalty default of sparsity_weight. The AuxK weight is 1.0, not the paper's 1/32: our reconstruction
 # term is a per-pixel mean (not the paper's variance-normalised MSE), and at 1/32 a quarter to a half of the
@@ -32,26 +34,49 @@ from .base import AEOutput, Autoencoder, mlp
 DEFAULT_WEIGHTS = {"kl": 3e-3, "l1": 1e-4, "topk": 1.0}
 
 
+@dataclass
+class SparseSettings(AESettings):
+    latent_dim: int = 256  # code units (overcomplete: more than the 32 of a dense code)
+    hidden_dims: list[int] | None = None  # hidden layers on both sides; None (or []) = one linear map each way
+    penalty: str = "kl"  # sparsity penalty: "kl", "l1" or "topk"
+    target_sparsity: float = 0.05  # rho, the target mean activation of each unit (kl penalty)
+    sparsity_weight: float | None = None  # weight of the penalty (kl, l1) or of AuxK (topk); None = DEFAULT_WEIGHTS
+    k: int = 25  # active units per sample (topk penalty)
+    dead_after: int = 100  # training steps without firing after which a unit counts as dead (topk's AuxK)
+
+    def check_fields(self) -> "SparseSettings":
+        super().check_fields()
+        need(self.penalty in DEFAULT_WEIGHTS, f"penalty must be 'kl', 'l1' or 'topk', got '{self.penalty}'")
+        need(0 < self.target_sparsity < 1,
+             f"target_sparsity must lie strictly between 0 and 1, got {self.target_sparsity}")
+        need(self.sparsity_weight is None or (math.isfinite(self.sparsity_weight) and self.sparsity_weight >= 0),
+             f"sparsity_weight must be >= 0, got {self.sparsity_weight}")
+        need(self.k >= 1, f"k must be at least 1, got {self.k}")
+        need(self.dead_after >= 1, f"dead_after must be at least 1 step, got {self.dead_after}")
+        return self
+
+    def check_together(self) -> "SparseSettings":
+        super().check_together()
+        if self.penalty == "topk":
+            need(self.k <= self.latent_dim,
+                 f"k ({self.k}) cannot exceed latent_dim ({self.latent_dim}); lower --k or raise --latent-dim")
+        return self
+
+
 class SparseAE(Autoencoder):
     name = "sparse"
+    Settings = SparseSettings
 
-    def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 256, hidden_dims=(), loss: str | None = None,
-                 output: str = "sigmoid", penalty: str = "kl", target_sparsity: float = 0.05,
-                 sparsity_weight: float | None = None, k: int = 25, dead_after: int = 100, weight_init: str = "he"):
-        super().__init__(input_shape, latent_dim, loss, output, weight_init)
-        if penalty not in DEFAULT_WEIGHTS:
-            raise AelabError(f"penalty must be 'kl', 'l1' or 'topk', got '{penalty}'")
-        if penalty == "topk" and not 1 <= k <= self.latent_dim:
-            raise AelabError(f"k ({k}) must lie between 1 and latent_dim ({self.latent_dim}); lower --k")
-        if not 0 < target_sparsity < 1:
-            raise AelabError(f"target_sparsity must lie strictly between 0 and 1, got {target_sparsity}")
-        self.penalty = penalty
-        self.rho = float(target_sparsity)
-        self.weight = float(DEFAULT_WEIGHTS[penalty] if sparsity_weight is None else sparsity_weight)
-        self.k = int(k)
+    def __init__(self, input_shape=(1, 28, 28), settings: SparseSettings | None = None, **kwargs):
+        super().__init__(input_shape, settings, **kwargs)
+        s = self.settings
+        self.penalty = s.penalty
+        self.rho = float(s.target_sparsity)
+        self.weight = float(DEFAULT_WEIGHTS[s.penalty] if s.sparsity_weight is None else s.sparsity_weight)
+        self.k = int(s.k)
         self.k_aux = min(2 * self.k, self.latent_dim)
-        self.dead_after = int(dead_after)
-        hidden = list(hidden_dims or ())
+        self.dead_after = int(s.dead_after)
+        hidden = list(s.hidden_dims or ())
         self.encoder = mlp([self.input_size, *hidden, self.latent_dim])  # (B, D) -> (B, latent) pre-activations
         self.decoder = mlp([self.latent_dim, *reversed(hidden), self.input_size])  # (B, latent) -> (B, D) logits
         self.init_weights()

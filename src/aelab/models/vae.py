@@ -8,13 +8,14 @@ with one learned variance (``loss="mse"``). The loss is the negative ELBO per im
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..losses import at_least_float32, gaussian_kl_standard, to_output
-from .base import AEOutput, Autoencoder, mlp, model_device
+from .base import AEOutput, AESettings, Autoencoder, mlp, model_device, need
 from .conv import ConvDecoder, ConvEncoder, check_conv_shape
 
 LOG_2PI = math.log(2 * math.pi)
@@ -53,19 +54,34 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     return (-0.5 * (z.square() + LOG_2PI)).sum(-1)
 
 
+@dataclass
+class VAESettings(AESettings):
+    hidden_dims: list[int] | None = None  # hidden layer sizes (vae; None = 400) or channels (conv-vae; None = 32,64)
+    beta: float = 1.0  # weight of the KL term (beta-VAE; 1.0 = the plain ELBO)
+    kl_warmup: int = 0  # epochs over which the KL weight ramps linearly from 0 to beta
+
+    def check_fields(self) -> "VAESettings":
+        super().check_fields()
+        need(math.isfinite(self.beta) and self.beta >= 0, f"beta must be >= 0, got {self.beta}")
+        need(self.kl_warmup >= 0, f"kl_warmup must be >= 0 epochs, got {self.kl_warmup}")
+        return self
+
+
 class VAE(Autoencoder):
     """Dense VAE: x -> hidden_dims -> (mean, logvar) of the code; code -> reversed hidden_dims -> x."""
 
     name = "vae"
     default_loss = "bce"
 
-    def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, hidden_dims=(400,), loss: str | None = None,
-                 output: str = "sigmoid", beta: float = 1.0, kl_warmup: int = 0, weight_init: str = "he"):
-        super().__init__(input_shape, latent_dim, loss, output, weight_init)
-        self.beta = float(beta)
-        self.kl_warmup = int(kl_warmup)
+    Settings = VAESettings
+    default_hidden = (400,)
+
+    def __init__(self, input_shape=(1, 28, 28), settings: VAESettings | None = None, **kwargs):
+        super().__init__(input_shape, settings, **kwargs)
+        self.beta = float(self.settings.beta)
+        self.kl_warmup = int(self.settings.kl_warmup)
         self.kl_weight = self.beta if self.kl_warmup == 0 else 0.0
-        self.build(list(hidden_dims or (400,)))
+        self.build(list(self.settings.hidden_dims or self.default_hidden))
         self.init_weights()  # the encoder's feature layers; to_moments keeps PyTorch's default
         # Gaussian decoder: one learned log-variance shared by every pixel (unused for Bernoulli)
         self.log_sigma2 = nn.Parameter(torch.zeros(())) if self.loss_kind == "mse" else None
@@ -138,11 +154,7 @@ class ConvVAE(VAE):
     """Convolutional VAE: the conv autoencoder's layers, with the encoder giving (mean, logvar)."""
 
     name = "conv-vae"
-
-    def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, hidden_dims=(32, 64), loss: str | None = None,
-                 output: str = "sigmoid", beta: float = 1.0, kl_warmup: int = 0, weight_init: str = "he"):
-        super().__init__(input_shape, latent_dim, hidden_dims or (32, 64), loss, output, beta, kl_warmup,
-                         weight_init)
+    default_hidden = (32, 64)
 
     def build(self, channels: list[int]) -> None:
         check_conv_shape(self.input_shape, channels)

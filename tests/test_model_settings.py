@@ -1,0 +1,48 @@
+"""Each model family owns its settings: a dataclass next to the model, validated there once, saved in the spec."""
+import dataclasses
+
+import pytest
+
+import aelab
+from aelab.errors import AelabError
+from aelab.models.base import AESettings
+from aelab.registry import settings_class
+
+
+@pytest.mark.parametrize("name", list(aelab.MODELS))
+def test_settings_are_a_dataclass_saved_whole_in_the_spec(name):
+    cls = settings_class(name)
+    assert dataclasses.is_dataclass(cls) and issubclass(cls, AESettings)
+    model = aelab.build_model(name, latent_dim=8)
+    assert isinstance(model.settings, cls) and model.settings.latent_dim == 8 == model.latent_dim
+    saved = model.spec["settings"]
+    assert saved == dataclasses.asdict(model.settings)
+    again = aelab.build_model(name, **saved)  # every field, as saved, rebuilds the same model
+    assert again.settings == model.settings
+
+
+def test_family_defaults_live_with_the_family():
+    assert aelab.build_model("sparse").latent_dim == 256 and aelab.build_model("dense").latent_dim == 32
+    assert aelab.RunConfig(model="sparse").validate().latent_dim is None  # None = the family's default
+
+
+def test_one_rule_one_message_from_the_model_and_from_the_config():
+    with pytest.raises(AelabError) as built:
+        aelab.build_model("sparse", penalty="topk", latent_dim=8, k=9)
+    with pytest.raises(AelabError) as configured:
+        aelab.RunConfig(model="sparse", penalty="topk", latent_dim=8, k=9).validate()
+    assert str(built.value) == str(configured.value) == \
+        "k (9) cannot exceed latent_dim (8); lower --k or raise --latent-dim"
+
+
+def test_cross_field_rules_apply_to_the_chosen_model_only_field_rules_to_all():
+    aelab.RunConfig(model="dense", penalty="topk", latent_dim=8, k=9).validate()  # k means nothing to dense
+    with pytest.raises(AelabError, match="target_sparsity must lie strictly between 0 and 1"):
+        aelab.RunConfig(model="dense", target_sparsity=1.5).validate()
+    with pytest.raises(AelabError, match="beta must be >= 0"):
+        aelab.RunConfig(model="sparse", beta=-1.0).validate()
+
+
+def test_unknown_setting_names_the_valid_ones():
+    with pytest.raises(AelabError, match="model 'dense' takes no setting 'penalty'.*it takes: latent_dim"):
+        aelab.build_model("dense", penalty="kl")
