@@ -1,3 +1,4 @@
+import ast
 import hashlib
 import http.server
 import threading
@@ -83,6 +84,27 @@ def test_offline_without_files_names_the_four_files(tmp_path):
 def test_explicit_data_dir_missing_files(tmp_path):
     with pytest.raises(AelabError, match="--data-dir .* lacks train-images"):
         aelab.load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_dataset_lives_below_the_loaders_and_keeps_its_old_addresses():
+    """Dataset and from_arrays live in aelab.data.dataset, which memmap and datasets build on; the old
+    import paths still give the same objects."""
+    import aelab.data
+    from aelab.data import dataset, datasets, memmap
+
+    assert datasets.Dataset is dataset.Dataset is memmap.Dataset is aelab.data.Dataset is aelab.Dataset
+    assert datasets.from_arrays is dataset.from_arrays is aelab.from_arrays
+    assert datasets.split_indices is dataset.split_indices and issubclass(memmap.MemmapDataset, dataset.Dataset)
+    data_dir = Path(dataset.__file__).parent
+    for name, forbidden in [("dataset.py", {"datasets", "memmap"}), ("memmap.py", {"datasets"})]:
+        tree = ast.parse((data_dir / name).read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level}
+        assert not imported & forbidden, (name, imported)
+    for name in ("dataset.py", "datasets.py", "memmap.py", "idx.py"):
+        for func in ast.walk(ast.parse((data_dir / name).read_text())):
+            if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inner = [n for n in ast.walk(func) if isinstance(n, (ast.Import, ast.ImportFrom))]
+                assert not inner, f"{name}: {func.name} imports inside the function"
 
 
 # ------------------------------------------------------------------------------------ download

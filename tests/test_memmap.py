@@ -110,6 +110,23 @@ def test_float_file_outside_0_1_trains_with_a_linear_output(tmp_path):
     assert run.model.output == "linear" and np.isfinite(run.last["test_loss"])
 
 
+def test_to_builds_through_the_constructor_without_reading_the_test_rows_again(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "f.npy", rng.normal(size=(50, 3)).astype(np.float32))
+    data = MemmapDataset(tmp_path / "f.npy", test_rows=7, block_bytes=12 * 8)
+    assert not data.bounded  # scanned once, here
+    data.name, data.meta["note"] = "renamed", 1
+    monkeypatch.setattr(memmap, "read_rows", lambda *a, **k: pytest.fail("to() read the file again"))
+    moved = data.to("cpu")
+    assert type(moved) is MemmapDataset and moved is not data
+    assert (moved.path, moved.n_train, moved.block_bytes, moved.device) == (data.path, 43, 96, torch.device("cpu"))
+    assert moved.x_train is data.x_train and torch.equal(moved.x_test, data.x_test)
+    assert moved.name == "renamed" and moved.meta == data.meta and moved.meta is not data.meta
+    assert not moved.bounded  # the scan's answer travels with it (read_rows would fail the test)
+    with pytest.raises(aelab.AelabError, match=r"x_test has shape \(6, 3\) but the last 7 rows"):
+        MemmapDataset(tmp_path / "f.npy", test_rows=7, x_test=data.x_test[:6])
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda p: None, r"no file .*give the path of a \.npy file"),
     (lambda p: p.write_bytes(b"not numpy"), r"not a readable \.npy array"),

@@ -72,6 +72,11 @@ def write_idx(path: str | Path, array: np.ndarray, compress: bool | None = None)
     """Write ``array`` as an IDX file; gzip it when the name ends in .gz (or ``compress`` says so)."""
     path = Path(path)
     array = np.asarray(array)
+    if array.dtype.newbyteorder("=") not in _CODES:
+        raise AelabError(f"IDX files cannot hold {array.dtype} values; convert the array first to one of "
+                         f"uint8, int8, int16, int32, float32, float64 (uint8 for images and labels)")
+    if not 1 <= array.ndim <= 4:
+        raise AelabError(f"an IDX file holds an array of 1 to 4 dimensions, not {array.ndim}; reshape it first")
     code = _CODES[array.dtype.newbyteorder("=")]
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     body = array.astype(array.dtype.newbyteorder(">"), copy=False).tobytes()
@@ -81,18 +86,64 @@ def write_idx(path: str | Path, array: np.ndarray, compress: bool | None = None)
     path.write_bytes(payload)
 
 
+def type_code(array: np.ndarray) -> int:
+    """The IDX type code of ``array``'s element type (0x08 ubyte ... 0x0E double)."""
+    return _CODES[np.dtype(array.dtype).newbyteorder("=")]
+
+
 def read_image_label_pair(images: str | Path, labels: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read matching image (N, H, W) and label (N,) files, checking that they agree."""
+    """Read matching MNIST-style image and label files, checking that a model can use what they hold.
+
+    Images must be 3-D (N, H, W) of IDX type 0x08 (unsigned bytes 0..255) with at least one pixel;
+    labels 1-D (N,) of type 0x08, one per image. Any other element type is refused, even when its
+    values would fit in a byte (int32 pixels 0..255, say): the message says what the file holds (its
+    type; NaN/inf or values outside 0..255) and how to rewrite it with :func:`write_idx`. Returns the
+    images as uint8 (N, H, W) and the labels as int64 (N,); each error is one line naming the file.
+    """
     x, y = read_idx(images), read_idx(labels)
     if x.ndim != 3:
-        raise AelabError(f"{images} holds an array of shape {x.shape}; expected images (N, H, W)")
+        raise AelabError(f"{images} holds an array of shape {x.shape}; expected images (N, H, W): it is not an "
+                         f"MNIST-style images file, fetch it again")
     if y.ndim != 1:
-        raise AelabError(f"{labels} holds an array of shape {y.shape}; expected labels (N,)")
+        raise AelabError(f"{labels} holds an array of shape {y.shape}; expected labels (N,): it is not an "
+                         f"MNIST-style labels file, fetch it again")
     if len(x) != len(y):
         raise AelabError(f"{images} has {len(x)} images but {labels} has {len(y)} labels; "
                          f"the two files do not belong together")
     if x.size == 0:
         raise AelabError(f"{images} holds no pixels (shape {x.shape}); fetch it again")
-    if y.dtype.kind not in "iu":
-        raise AelabError(f"{labels} holds {y.dtype} values; labels must be integers: fetch it again")
+    if x.dtype != np.uint8:
+        raise AelabError(f"{images} holds {_what(x)}; images must be unsigned bytes 0..255 (IDX type 0x08): "
+                         f"{_image_fix(x)} and save them with aelab.data.write_idx(path, images.astype('uint8'))")
+    if y.dtype != np.uint8:
+        raise AelabError(f"{labels} holds {_what(y)}; labels must be integers stored as unsigned bytes (IDX type "
+                         f"0x08): fetch it again, or save class indices with aelab.data.write_idx(path, "
+                         f"labels.astype('uint8'))")
     return x, y.astype(np.int64)
+
+
+def _what(a: np.ndarray) -> str:
+    """What a non-empty array holds, for an error: its element type, and NaN/inf or its range."""
+    head = f"{a.dtype} values (IDX type 0x{type_code(a):02X})"
+    if a.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(a)))
+        if bad:
+            return f"{head}, {bad} of them NaN or infinite"
+        lo, hi = float(a.min()), float(a.max())
+        frac = "" if np.array_equal(a, np.round(a)) else " with fractions"
+        return f"{head} from {lo:g} to {hi:g}{frac}"
+    return f"{head} from {int(a.min())} to {int(a.max())}"
+
+
+def _image_fix(x: np.ndarray) -> str:
+    """How to turn images of another element type into unsigned bytes, from what they hold."""
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        return "replace the NaN and infinite pixels, scale the images to 0..255"
+    lo, hi = float(x.min()), float(x.max())
+    if x.dtype.kind == "f" and lo >= 0 and hi <= 1 and not np.array_equal(x, np.round(x)):
+        return "scale them to 0..255 (multiply pixels in [0, 1] by 255)"
+    if lo < 0 or hi > 255:
+        return "scale them to 0..255"
+    if not np.array_equal(x, np.round(x)):
+        return "round them to whole numbers"
+    return "they lie in 0..255 already, so convert them"

@@ -26,7 +26,7 @@ import torch
 
 from ..errors import AelabError, first_line
 from .batches import as_float, epoch_generator, epoch_permutation
-from .datasets import Dataset
+from .dataset import Dataset
 
 BLOCK_BYTES = 32 * 2**20  # rows read together; two blocks bound the memory training holds
 CHUNK_BYTES = 4 * 2**20  # the most of the file mapped into the process at any moment
@@ -171,7 +171,9 @@ class MemmapDataset(Dataset):
     """
 
     def __init__(self, path: str | Path, test_rows: int | None = None, block_bytes: int = BLOCK_BYTES,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", *, x_test: torch.Tensor | None = None):
+        """Map ``path``; the last ``test_rows`` rows are the test set, read into memory on ``device``
+        (or taken from ``x_test`` when given: those rows already read, as :meth:`to` passes them)."""
         self.path = Path(path)
         array = open_npy(self.path)
         n = len(array)
@@ -181,9 +183,13 @@ class MemmapDataset(Dataset):
         self.n_train, self.block_bytes, self.device = n - test_rows, int(block_bytes), torch.device(device)
         # a copy-on-write view: a tensor that is written to changes memory, never the file
         view = np.load(self.path, mmap_mode="c", allow_pickle=False)
-        x_test = torch.from_numpy(read_rows(array, self.n_train, n)).to(self.device)
-        super().__init__(self.path.stem, torch.from_numpy(view[:self.n_train]), x_test, source=str(self.path),
-                         meta={"memmap": True, "rows": n, "test_rows": test_rows})
+        if x_test is None:
+            x_test = torch.from_numpy(read_rows(array, self.n_train, n))
+        elif tuple(x_test.shape) != (test_rows, *array.shape[1:]):
+            raise AelabError(f"x_test has shape {tuple(x_test.shape)} but the last {test_rows} rows of "
+                             f"{self.path} have shape {(test_rows, *array.shape[1:])}; pass rows of that file")
+        super().__init__(self.path.stem, torch.from_numpy(view[:self.n_train]), x_test.to(self.device),
+                         source=str(self.path), meta={"memmap": True, "rows": n, "test_rows": test_rows})
         self._bounded: bool | None = None
 
     def train_batches(self) -> MemmapBatches:
@@ -192,11 +198,10 @@ class MemmapDataset(Dataset):
 
     def to(self, device: torch.device | str) -> "MemmapDataset":
         """Training rows stay in the file; the test rows move to ``device``; batches land there."""
-        other = object.__new__(MemmapDataset)
-        other.__dict__.update(self.__dict__)
-        other.device = torch.device(device)
-        other.x_test = self.x_test.to(device)
-        other.meta = dict(self.meta)
+        other = MemmapDataset(self.path, len(self.x_test), self.block_bytes, device, x_test=self.x_test)
+        other.name, other.x_train, other.y_train, other.y_test = self.name, self.x_train, self.y_train, self.y_test
+        other.classes, other.source, other.meta = self.classes, self.source, dict(self.meta)
+        other._bounded = self._bounded  # a float file is scanned once, not once per move
         return other
 
     @property
