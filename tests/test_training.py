@@ -134,7 +134,7 @@ def test_fresh_runs_start_the_decoder_at_the_mean_image(small_mnist, tmp_path):
     def spied(**kw):
         model = aelab.build_model("dense", latent_dim=4, hidden_dims=[8])
         hook = model.init_from_data
-        model.init_from_data = lambda x: (seen.append(x.clone()), hook(x))
+        model.init_from_data = lambda x: (seen.append(x["image"].clone()), hook(x))  # a batch mapping
         return model
 
     common = dict(epochs=1, progress=False, log=None, report=False)

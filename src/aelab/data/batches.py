@@ -2,12 +2,18 @@
 
 No per-sample Python loader: an epoch is one seeded permutation, each batch one gather of it, and
 uint8 images become floats in [0, 1] per batch (on the device, so the host never touches them).
+
+A batch is a mapping ``{modality name: tensor}`` (:mod:`aelab.modality`): ``{"image": (B, 1, 28, 28)}`` for
+an image dataset, ``{"image": .., "audio": .., "text": ..}`` for paired multimodal rows. The per-batch
+transforms (uint8 -> float, dynamic binarization) happen here, on the data side, before a model sees a batch.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import torch
+
+from ..modality import FEATURES, IMAGE
 
 
 def as_float(x: torch.Tensor) -> torch.Tensor:
@@ -64,3 +70,59 @@ class TensorBatches:
 
     def take(self, idx: torch.Tensor) -> torch.Tensor:
         return as_float(self.x.index_select(0, idx))
+
+
+BINARIZABLE = (IMAGE, FEATURES)  # modalities whose values in [0, 1] may be drawn as Bernoulli pixels
+
+
+def binarize(batch: dict, keys=BINARIZABLE) -> dict:
+    """Dynamic binarization (a fresh Bernoulli draw per value, from the global torch stream) of the image or
+    feature tensor of ``batch``; other modalities (sound, text) pass unchanged."""
+    return {k: torch.bernoulli(v) if k in keys else v for k, v in batch.items()}
+
+
+def batch_rows(batch: Mapping[str, torch.Tensor]) -> int:
+    """The number of samples in a batch (every modality has the same first dimension)."""
+    return next(iter(batch.values())).shape[0]
+
+
+def as_inputs(x, key: str = IMAGE) -> dict:
+    """A model's input as a batch mapping: a mapping as it is, a tensor as its one modality ``key``."""
+    return dict(x) if isinstance(x, Mapping) else {key: x}
+
+
+def iterate_inputs(inputs: Mapping[str, torch.Tensor], batch_size: int) -> Iterator[dict]:
+    """Float batches ``{modality: tensor}`` of row-aligned ``inputs`` in order (the last may be short)."""
+    n = len(next(iter(inputs.values())))
+    for start in range(0, n, batch_size):
+        yield {k: as_float(v[start:start + batch_size]) for k, v in inputs.items()}
+
+
+def slice_inputs(inputs: Mapping[str, torch.Tensor], rows) -> dict:
+    """The same rows (a slice or an index tensor) of every modality."""
+    return {k: v[rows] for k, v in inputs.items()}
+
+
+class ModalityBatches:
+    """The trainer's batch source: one source of rows per modality (in-memory :class:`TensorBatches`, or a
+    memory-mapped file's), all answering for the same row indices, and the data side's transforms.
+
+    ``epoch_order(seed, epoch)`` is the first modality's order (a memory-mapped source walks its blocks);
+    ``take(idx)`` is a float batch ``{modality: tensor}`` on the device, dynamically binarized when asked for;
+    ``take(idx, transform=False)`` the same rows without binarization (the data-init hook's mean image).
+    """
+
+    def __init__(self, sources: dict, binarize: bool = False):
+        self.sources = sources
+        self.first = next(iter(sources.values()))
+        self.binarize = binarize
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+    def epoch_order(self, seed: int, epoch: int) -> torch.Tensor:
+        return self.first.epoch_order(seed, epoch)
+
+    def take(self, idx: torch.Tensor, transform: bool = True) -> dict:
+        batch = {k: s.take(idx) for k, s in self.sources.items()}
+        return binarize(batch) if transform and self.binarize else batch

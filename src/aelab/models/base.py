@@ -11,22 +11,26 @@ from torch import nn
 
 from ..errors import AelabError, closest
 from ..losses import reconstruction_loss, to_output
+from ..modality import FEATURES, IMAGE, Modality
 
 
 class AEOutput:
-    """What ``forward`` returns. The trainer reads ``loss`` and logs every entry of ``terms``.
+    """What ``forward`` returns. The trainer reads ``loss`` and logs every entry of ``terms`` (named scalars:
+    ``recon``, ``kl``, ... for one modality; ``recon/image``, ``recon/text``, ... for several).
 
-    ``recon`` (the reconstruction in input space, same shape as x) is computed from ``logits`` on first
-    access, so a training step, which never reads it, does not pay for a sigmoid over every pixel.
+    ``recon`` is the reconstruction in input space: one tensor (same shape as x) for a one-modality model,
+    computed from ``logits`` on first access, so a training step, which never reads it, does not pay for a
+    sigmoid over every pixel; or a mapping ``{modality: reconstruction}``. ``recons`` is always the mapping.
     """
 
-    __slots__ = ("loss", "z", "terms", "logits", "output", "_recon")
+    __slots__ = ("loss", "z", "terms", "logits", "output", "modality", "_recon")
 
-    def __init__(self, loss: torch.Tensor, recon: torch.Tensor | None = None, z: torch.Tensor | None = None,
+    def __init__(self, loss: torch.Tensor, recon: torch.Tensor | dict | None = None, z: torch.Tensor | None = None,
                  terms: dict[str, torch.Tensor] | None = None, logits: torch.Tensor | None = None,
-                 output: str = "linear"):
+                 output: str = "linear", modality: str = IMAGE):
         if recon is None and logits is None:
             raise ValueError("AEOutput needs recon or logits")
+        self.modality = modality  # the modality of a one-tensor recon
         self.loss = loss  # scalar to minimise
         self.z = z  # the code the decoder received, (B, latent_dim)
         self.terms = dict(terms or {})  # named loss terms (scalars)
@@ -35,10 +39,16 @@ class AEOutput:
         self._recon = recon
 
     @property
-    def recon(self) -> torch.Tensor:
+    def recon(self) -> torch.Tensor | dict:
         if self._recon is None:
             self._recon = to_output(self.logits, self.output)
         return self._recon
+
+    @property
+    def recons(self) -> dict:
+        """The reconstruction of every modality, ``{modality: tensor}``."""
+        recon = self.recon
+        return dict(recon) if isinstance(recon, dict) else {self.modality: recon}
 
 
 def need(condition: bool, message: str) -> None:
@@ -137,12 +147,35 @@ class Autoencoder(nn.Module):
     def input_size(self) -> int:
         return math.prod(self.input_shape)
 
+    @property
+    def modality(self) -> str:
+        """The one modality this model reads: "image" for (C, H, W) inputs, "features" for anything else."""
+        return IMAGE if len(self.input_shape) == 3 else FEATURES
+
+    @property
+    def modalities(self) -> dict[str, Modality]:
+        """``{modality: spec}``: one entry, the input this model was built for and its decoder's likelihood."""
+        likelihood = "bernoulli" if self.loss_kind == "bce" else "gaussian"
+        return {self.modality: Modality(self.modality, self.input_shape, "float32", likelihood)}
+
+    def input_of(self, x) -> torch.Tensor:
+        """The tensor this model reads from ``x``: a batch mapping's entry for its modality, or ``x`` itself."""
+        if isinstance(x, dict):
+            if self.modality not in x:
+                raise AelabError(f"{self.name} model reads the modality '{self.modality}' but the batch holds "
+                                 f"{', '.join(map(repr, x)) or 'nothing'}; give it {self.modality} data")
+            return x[self.modality]
+        return x
+
     # ---------------------------------------------------------------- verbs
-    def check_input(self, x: torch.Tensor) -> None:
-        """A clear error for data of the wrong shape, instead of a matmul error deep inside."""
+    def check_input(self, x) -> torch.Tensor:
+        """The input tensor of ``x`` (a batch mapping or a tensor), with a clear error for data of the wrong
+        shape instead of a matmul error deep inside."""
+        x = self.input_of(x)
         if tuple(x.shape[1:]) != self.input_shape:
             raise AelabError(f"{self.name} model was built for inputs of shape {self.input_shape} but got "
                              f"{tuple(x.shape[1:])}; build the model for this data or reshape the data")
+        return x
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -154,9 +187,10 @@ class Autoencoder(nn.Module):
         """Codes (B, latent_dim) to reconstructions in input space."""
         return to_output(self.decode_logits(z), self.output)
 
-    def codes(self, x: torch.Tensor) -> torch.Tensor:
-        """The code the decoder receives for ``x`` (deterministic; for metrics and maps)."""
-        return self.encode(x)
+    def codes(self, x) -> torch.Tensor:
+        """The code the decoder receives for ``x`` (a tensor or a batch mapping; deterministic; for metrics
+        and maps)."""
+        return self.encode(self.input_of(x))
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.codes(x))
@@ -176,6 +210,7 @@ class Autoencoder(nn.Module):
         MNIST after 10 epochs (batch 128, Adam 1e-3): the dense autoencoder's test MSE ~12% lower, the
         pytorch/examples VAE's -ELBO ~0.4 nats lower (README, Models). The trainer calls this on a fresh run
         unless ``data_init`` is off."""
+        x = self.input_of(x)
         bias = self.output_bias()
         if bias is None or x.shape[0] == 0:
             return
@@ -194,8 +229,8 @@ class Autoencoder(nn.Module):
     def recon_term(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return reconstruction_loss(logits, x, self.loss_kind, self.output)
 
-    def forward(self, x: torch.Tensor) -> AEOutput:
-        self.check_input(x)
+    def forward(self, x) -> AEOutput:
+        x = self.check_input(x)
         z = self.encode(x)
         logits = self.decode_logits(z)
         rec = self.recon_term(logits, x)

@@ -123,8 +123,8 @@ class SparseAE(Autoencoder):
             return l1_penalty(code)
         return code.new_zeros(())
 
-    def forward(self, x: torch.Tensor) -> AEOutput:
-        self.check_input(x)
+    def forward(self, x) -> AEOutput:
+        x = self.check_input(x)
         pre = self.pre_activation(x)
         z = self.activate(pre)
         logits = self.decode_logits(z)

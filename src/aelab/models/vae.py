@@ -103,8 +103,8 @@ class VAE(Autoencoder):
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z).view(*z.shape[:-1], *self.input_shape)
 
-    def codes(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encode(x).mode()
+    def codes(self, x) -> torch.Tensor:
+        return self.encode(self.input_of(x)).mode()
 
     def log_likelihood(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x|z) per sample, summed over pixels; logits (..., B, *shape), x (B, *shape) -> (..., B)."""
@@ -122,8 +122,8 @@ class VAE(Autoencoder):
         ramp = 1.0 if self.kl_warmup == 0 else min(1.0, epochs_done / self.kl_warmup)
         self.kl_weight = self.beta * ramp
 
-    def forward(self, x: torch.Tensor) -> AEOutput:
-        self.check_input(x)
+    def forward(self, x) -> AEOutput:
+        x = self.check_input(x)
         q = self.encode(x)
         z = q.sample()  # (B, latent), reparameterised
         logits = self.decode_logits(z)

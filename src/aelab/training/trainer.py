@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..device import resolve_device
-from ..data.batches import iterate_batches
-from ..data.datasets import Dataset
+from ..data.batches import batch_rows, binarize as binarize_batch, iterate_inputs, slice_inputs
+from ..data.dataset import Dataset
 from ..errors import AelabError, first_line
 from ..models.base import eval_mode
 from ..io import atomic_torch_save, atomic_write_text, load_latest_checkpoint
@@ -105,7 +105,8 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.autocast = lambda: autocast_context(self.device, cfg.precision)
         self.data = data.to(self.device)
-        self.batches = self.data.train_batches()  # in-memory tensor or memory-mapped file: same two calls
+        # {modality: rows} from memory or a memory-mapped file; the data side turns uint8 into floats and binarizes
+        self.batches = self.data.batch_source(binarize=cfg.binarize)
         self.progress = progress
         self.log = (log if rank == 0 else None) or (lambda *a, **k: None)
         self.rank, self.world_size = rank, world_size
@@ -131,7 +132,8 @@ class Trainer:
         if hook is None or len(self.batches) == 0:
             return
         order = self.batches.epoch_order(self.cfg.seed, 0)[:rows]
-        hook(torch.cat([self.batches.take(part) for part in order.split(500)]))
+        parts = [self.batches.take(part, transform=False) for part in order.split(500)]
+        hook({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -241,9 +243,7 @@ class Trainer:
         scheduled = cfg.lr_schedule != "constant"
         last_show, t0 = time.perf_counter(), time.perf_counter()
         for i in range(state.step, steps):
-            xb = source.take(order[i * bs:(i + 1) * bs])
-            if cfg.binarize:
-                xb = torch.bernoulli(xb)
+            xb = source.take(order[i * bs:(i + 1) * bs])  # {modality: float tensor}, transformed by the data side
             if has_progress:
                 model.set_progress(epoch - 1 + i / steps)
             with self.autocast():
@@ -255,7 +255,7 @@ class Trainer:
                 for group in self.optimizer.param_groups:  # a Python float: no device work
                     group["lr"] = scheduled_lr(cfg, epoch - 1 + i / steps)
             self.optimizer.step()
-            n = xb.shape[0]
+            n = batch_rows(xb)
             # the loss and its terms as one vector: two small device ops a step, whatever the terms
             values = torch.stack([out.loss.detach(), *[v.detach() for v in out.terms.values()]])
             if acc is None:
@@ -321,12 +321,14 @@ class Trainer:
     def _test_losses(self) -> dict:
         """Test means; with several ranks each scores every ``world_size``-th test sample and the sums are
         all-reduced, so every rank records the same numbers."""
-        x, n = self.data.x_test, len(self.data.x_test)
+        x = self.data.inputs("test")
+        n = batch_rows(x)
         if self.world_size == 1 or n < self.world_size:
             return mean_losses(self.eval_model, x, binarize=self.cfg.binarize)
-        part = x[self.rank::self.world_size]
+        part = slice_inputs(x, slice(self.rank, None, self.world_size))
         means = mean_losses(self.eval_model, part, binarize=self.cfg.binarize)
-        return self._reduce({k: v * len(part) for k, v in means.items()}, len(part))
+        rows = batch_rows(part)
+        return self._reduce({k: v * rows for k, v in means.items()}, rows)
 
 
 def first_nonfinite(losses: torch.Tensor, offset: int, previous: torch.Tensor) -> torch.Tensor:
@@ -337,21 +339,24 @@ def first_nonfinite(losses: torch.Tensor, offset: int, previous: torch.Tensor) -
     return torch.where(previous >= 0, previous, here)
 
 
-def mean_losses(model, x: torch.Tensor, batch_size: int = 2048, binarize: bool = False) -> dict:
-    """Per-sample means of ``loss`` and every named term over ``x``, in large batches, no gradients."""
+def mean_losses(model, x, batch_size: int = 2048, binarize: bool = False) -> dict:
+    """Per-sample means of ``loss`` and every named term over ``x`` (a tensor of one modality's rows, named
+    as the model reads it, or a mapping ``{modality: rows}``), in large batches, no gradients."""
+    if not isinstance(x, dict):
+        x = {getattr(model, "modality", "image"): x}
     sums: dict = {}
     with eval_mode(model), torch.inference_mode():
-        for xb in iterate_batches(x, batch_size):
+        for xb in iterate_inputs(x, batch_size):
             if binarize:
-                xb = torch.bernoulli(xb)
+                xb = binarize_batch(xb)
             out = model(xb)
-            n = xb.shape[0]
+            n = batch_rows(xb)
             sums["loss"] = sums.get("loss", 0) + out.loss.double() * n
             for k, v in out.terms.items():
                 sums[k] = sums.get(k, 0) + v.double() * n
     names = list(sums)
     values = torch.stack([sums[k] for k in names]).tolist()
-    return {k: v / len(x) for k, v in zip(names, values)}
+    return {k: v / batch_rows(x) for k, v in zip(names, values)}
 
 
 def format_record(rec: dict, epochs: int) -> str:
