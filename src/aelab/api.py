@@ -21,8 +21,9 @@ from .evaluation import read_evaluation
 from .evaluation.compare import markdown_table
 from .models.base import Autoencoder
 from .registry import build_model, model_kwargs_from_config, save_model
-from .runfolder import CONFIG, MODEL, Run, settle_folder
+from .runfolder import CONFIG, MODEL, TENSORBOARD, Run, settle_folder
 from .training import distributed
+from .training.tensorboard import TensorBoardLogger
 from .training.trainer import Trainer
 from .viz.report import write_comparison_report, write_run_report
 from .viz.run_figures import TRAIN_END, write_run_figures
@@ -93,8 +94,9 @@ def _train(model, data, dist: distributed.DistContext, *, out, resume, config, p
                              f"choose another --out") from None
         cfg.save(run_dir / CONFIG)
     torch.manual_seed(cfg.seed + 1)  # the stream for sampling noise and binarization, separate from init
+    callbacks = [TensorBoardLogger(run_dir / TENSORBOARD, data)] if cfg.tensorboard and dist.is_main else []
     trainer = Trainer(model, data, cfg, run_dir, progress=progress, log=log, rank=dist.rank,
-                      world_size=dist.world_size)
+                      world_size=dist.world_size, callbacks=callbacks)
     if resume and trainer.load_checkpoint():
         if log:
             log(f"resuming {run_dir} after epoch {trainer.epoch}")

@@ -13,6 +13,20 @@ from .version import __version__
 COMMAND_MODULES = ["train", "evaluate", "report"]
 
 
+# Shown at the end of `aelab COMMAND --help` (a test keeps one for every sub-command).
+EXAMPLES = {
+    "train": ["aelab train --model vae --dataset mnist --epochs 30",
+              "aelab train --model sparse --penalty topk --k 25 --patience 5 --tensorboard",
+              "aelab train --model multimodal --modalities image,audio,text --audio-data digits.npz"],
+    "datasets": ["aelab datasets"],
+    "evaluate": ["aelab evaluate runs/vae-mnist5k", "aelab evaluate runs/vae-mnist5k --iwae-samples 0"],
+    "compare": ["aelab compare runs/dense-mnist5k runs/vae-mnist5k --html comparison.html"],
+    "report": ["aelab report runs/vae-mnist5k --method pca --points all"],
+    "tour": ["aelab tour", "aelab tour --dataset mnist --threads 2"],
+    "serve": ["aelab serve runs/vae-mnist5k", "aelab serve runs/ --port 8080"],
+}
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's usage errors: one line, exit 2
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
@@ -25,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(f".commands.{name}", __package__).add_parsers(sub)
+    for name, command in sub.choices.items():  # every sub-command's help ends with examples
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
+        command.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES.get(name, ()))
     return parser
 
 

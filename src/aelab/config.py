@@ -24,6 +24,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 FORMAT_VERSION = 1  # bump when the layout of a run folder changes incompatibly
+LR_SCHEDULES = ("constant", "cosine", "onecycle")
 MAX_SEED = 2**32 - 1  # per-epoch shuffles seed torch with seed * 1_000_003 + epoch, which must fit 64 bits
 
 
@@ -52,7 +53,8 @@ class RunConfig:
     epochs: int = 10  # passes over the training set
     batch_size: int = 128  # samples per step
     lr: float = 1e-3  # Adam learning rate
-    lr_schedule: str = "constant"  # "constant", or "cosine": from lr down to 0 over the run's epochs, per step
+    lr_schedule: str = "constant"  # "constant"; "cosine": from lr down to 0 over the run's epochs; "onecycle": up from lr/25 to lr over the first 30%, then down to lr/250000 (Smith & Topin 2019); per step
+    warmup_epochs: float = 0.0  # epochs of linear warm-up from 0 to lr at the start (constant and cosine; onecycle warms up by itself)
     weight_decay: float = 0.0  # Adam weight decay
     grad_clip: float | None = None  # clip the gradient norm to this value; None = no clipping
     seed: int = 0  # seeds weights, shuffling and sampling
@@ -60,8 +62,12 @@ class RunConfig:
     device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
     compile: bool = False  # torch.compile the model (helps on GPU; measured in benchmarks/)
     precision: str = "auto"  # forward-pass precision: "auto" (bf16 autocast on CUDA, float32 on CPU), "fp32", "bf16"
+    # --- early stopping
+    patience: int | None = None  # stop after this many epochs without a lower validation loss, keep the best epoch's weights in model.pt; None = train every epoch
+    val_fraction: float | None = None  # share of the TRAINING set held out for validation (never the test set); None = 0.1 with --patience, else no validation split
     # --- outputs
     report: bool = True  # write figures and report.html when training ends
+    tensorboard: bool = False  # also log to <run>/tensorboard: scalars per epoch, reconstructions and samples, test codes for the projector (pip install "aelab[tensorboard]")
 
     # ----------------------------------------------------------------- validation
     def validate(self) -> "RunConfig":
@@ -75,8 +81,20 @@ class RunConfig:
         need(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}; try --lr 1e-3")
         need(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
              f"weight_decay must be >= 0, got {self.weight_decay}")
-        need(self.lr_schedule in ("constant", "cosine"),
-             f"lr_schedule must be 'constant' or 'cosine', got '{self.lr_schedule}'")
+        need(self.lr_schedule in LR_SCHEDULES,
+             f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got '{self.lr_schedule}'")
+        need(math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
+             f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        need(not (self.warmup_epochs and self.lr_schedule == "onecycle"),
+             "warmup_epochs applies to the constant and cosine schedules; onecycle warms up by itself: drop "
+             "--warmup-epochs")
+        if self.patience is not None:
+            need(self.patience >= 1, f"patience must be at least 1 epoch, got {self.patience}")
+        if self.val_fraction is not None:
+            need(math.isfinite(self.val_fraction) and 0 <= self.val_fraction < 1,
+                 f"val_fraction must lie in [0, 1), got {self.val_fraction}; try --val-fraction 0.1")
+        need(not (self.patience is not None and self.validation_fraction == 0),
+             "early stopping (--patience) watches a validation split: give --val-fraction above 0 (e.g. 0.1)")
         need(self.precision in ("auto", "fp32", "bf16"),
              f"precision must be 'auto', 'fp32' or 'bf16', got '{self.precision}'")
         if self.grad_clip is not None:
@@ -85,6 +103,13 @@ class RunConfig:
         need(0 <= self.seed <= MAX_SEED, f"seed must lie in 0..{MAX_SEED}, got {self.seed}")
         check_model_settings(self)  # the model's fields, by the settings classes of the families that own them
         return self
+
+    @property
+    def validation_fraction(self) -> float:
+        """The share of the training rows held out for validation: val_fraction, or 0.1 with early stopping."""
+        if self.val_fraction is not None:
+            return self.val_fraction
+        return 0.1 if self.patience is not None else 0.0
 
     # ----------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict:

@@ -20,7 +20,9 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 MODEL = "model.pt"
 CHECKPOINT = Path("checkpoints") / "last.pt"
+BEST = Path("checkpoints") / "best.pt"  # with a validation split: the weights of the epoch with the lowest validation loss
 EVALUATION = "evaluation.json"
+TENSORBOARD = "tensorboard"  # --tensorboard: event files for `tensorboard --logdir`
 
 
 @dataclass

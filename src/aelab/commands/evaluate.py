@@ -79,7 +79,7 @@ def add_parsers(sub) -> None:
     c.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by aelab train")
     c.add_argument("--out", metavar="DIR", default=".", help="folder for comparison.md and comparison.csv "
                                                             "(default: the current folder)")
-    c.add_argument("--html", metavar="OUT.html", help="also write an HTML comparison report")
+    c.add_argument("--html", metavar="OUT.html", help="also write an HTML comparison report (default: none)")
     c.add_argument("--iwae-samples", metavar="K", default=None,
                    help="K for runs that must be evaluated first (default: 100)")
     c.add_argument("--quiet", action="store_true", help="no progress bars")

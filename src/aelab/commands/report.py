@@ -67,7 +67,7 @@ def add_parsers(sub) -> None:
                                    "autoencoder, evaluate each, write their runs and reports and one comparison "
                                    "report. About three minutes on a laptop CPU with the defaults.")
     t.add_argument("--dataset", default="mnist5k", help="dataset name (default: mnist5k; mnist for the full set)")
-    t.add_argument("--data-dir", default=None, metavar="DIR", help="folder holding the dataset's files")
+    t.add_argument("--data-dir", default=None, metavar="DIR", help="folder holding the dataset's files (default: AELAB_DATA_DIR/<dataset>, then the cache)")
     t.add_argument("--epochs", default=None, metavar="N",
                    help="epochs for every model (default: per model, " +
                         ", ".join(f"{s['model']} {s['epochs']}" for s in TOUR) + " on mnist5k)")

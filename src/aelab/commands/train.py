@@ -16,7 +16,7 @@ _RENAMED = {"report": "--no-report", "data_init": "--no-data-init"}
 def _field_help() -> dict[str, str]:
     """The one-line comment beside each RunConfig field is its --help text (one source of truth)."""
     src = inspect.getsource(RunConfig)
-    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+):[^#\n]*#\s*(.*)$", src, re.M)}
+    return {m.group(1): m.group(2).strip().replace("%", "%%") for m in re.finditer(r"^\s+(\w+):[^#\n]*#\s*(.*)$", src, re.M)}
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -106,7 +106,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("train", help="train an autoencoder into a run folder",
                        description="Train an autoencoder. Flags override --config FILE (TOML or JSON).")
     add_config_flags(p)
-    p.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings (flags override it)")
+    p.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings (flags override it) (default: none, the defaults below)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)

@@ -95,6 +95,27 @@ class Dataset:
         return Dataset(self.name, move(self.x_train), move(self.x_test), move(self.y_train), move(self.y_test),
                        self.classes, self.source, dict(self.meta))
 
+    def split_validation(self, fraction: float, seed: int = 0) -> tuple["Dataset", dict]:
+        """Carve a validation split out of the TRAINING rows (never the test set): ``fraction`` of them, seeded
+        and stratified by label when there are labels. Returns the dataset without those rows and the
+        validation rows as a mapping ``{modality: tensor}``."""
+        n = len(next(iter(self.inputs("train").values())))
+        labels = None if self.y_train is None else self.y_train.cpu().numpy()
+        train, val = split_indices(n, fraction, seed, labels)
+        if len(train) == 0 or len(val) == 0:
+            raise AelabError(f"cannot hold out {fraction:g} of {n} training rows for validation; "
+                             f"choose --val-fraction between 1/{n} and {(n - 1) / n:.3g}")
+
+        def rows(x, idx):
+            if x is None:
+                return None
+            if isinstance(x, dict):
+                return {k: v[idx.to(v.device)] for k, v in x.items()}
+            return x[idx.to(x.device)]
+        kept = Dataset(self.name, rows(self.x_train, train), self.x_test, rows(self.y_train, train), self.y_test,
+                       self.classes, self.source, {**self.meta, "validation_rows": len(val)})
+        return kept, as_inputs(rows(self.x_train, val), self.modalities[0])
+
     def train_batches(self):
         """The training rows of a one-modality dataset as a tensor batch source (see
         :class:`aelab.data.batches.TensorBatches`; a memory-mapped dataset gives its own)."""

@@ -204,6 +204,11 @@ class MemmapDataset(Dataset):
         other._bounded = self._bounded  # a float file is scanned once, not once per move
         return other
 
+    def split_validation(self, fraction: float, seed: int = 0):
+        raise AelabError(f"a validation split needs the training rows in memory, but {self.path} is trained "
+                         f"through a memory map; hold out validation rows in a separate file, or train without "
+                         f"--val-fraction/--patience")
+
     @property
     def bounded(self) -> bool:
         """True when every value lies in [0, 1]; a float file is scanned once, a block at a time."""

@@ -197,6 +197,12 @@ def seed_rank(seed: int, epoch: int, rank: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------ collectives
+def barrier(world_size: int) -> None:
+    """Wait until every rank gets here (a file rank 0 wrote is then there for all); nothing with one process."""
+    if world_size > 1:
+        dist.barrier()
+
+
 def all_sum(values: torch.Tensor, world_size: int) -> torch.Tensor:
     """``values`` summed over every rank (in place; returned for convenience)."""
     if world_size > 1:

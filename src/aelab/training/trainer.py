@@ -26,7 +26,7 @@ from ..data.dataset import Dataset
 from ..errors import AelabError, first_line
 from ..models.base import eval_mode
 from ..io import atomic_torch_save, atomic_write_text, load_latest_checkpoint
-from ..runfolder import CHECKPOINT, METRICS
+from ..runfolder import BEST, CHECKPOINT, METRICS
 from . import distributed
 from .optim import make_adam  # noqa: F401  (re-exported: the optimizer lives in optim.py)
 logger = logging.getLogger(__name__)
@@ -63,13 +63,42 @@ def wants_channels_last(model: torch.nn.Module, device: torch.device) -> bool:
     return device.type in ("cuda", "cpu") and any(p.dim() == 4 for p in model.parameters())
 
 
+ONECYCLE_WARMUP, ONECYCLE_START, ONECYCLE_END = 0.3, 25.0, 1e4  # torch's OneCycleLR defaults
+
+
+def _cosine(start: float, end: float, progress: float) -> float:
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
 def scheduled_lr(cfg: RunConfig, epochs_done: float) -> float:
-    """The learning rate after ``epochs_done`` (fractional) epochs: ``cfg.lr`` throughout ("constant"), or
+    """The learning rate after ``epochs_done`` (fractional) epochs: ``cfg.lr`` throughout ("constant");
     half a cosine from ``cfg.lr`` to 0 over ``cfg.epochs`` ("cosine"; Loshchilov & Hutter 2017, without
-    restarts). A function of the position alone, so a resumed run follows the same curve."""
-    if cfg.lr_schedule == "cosine":
-        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(epochs_done / cfg.epochs, 1.0)))
-    return cfg.lr
+    restarts); or one cycle ("onecycle"; Smith & Topin 2019, as torch's OneCycleLR: a cosine up from lr/25
+    to lr over the first 30% of the run, then down to lr/25/1e4). ``cfg.warmup_epochs`` ramps the constant and
+    cosine schedules up linearly from 0. A function of the position alone, so a resumed run follows the same
+    curve."""
+    progress = epochs_done / cfg.epochs
+    if cfg.lr_schedule == "onecycle":
+        low = cfg.lr / ONECYCLE_START
+        if progress < ONECYCLE_WARMUP:
+            return _cosine(low, cfg.lr, progress / ONECYCLE_WARMUP)
+        return _cosine(cfg.lr, low / ONECYCLE_END, (progress - ONECYCLE_WARMUP) / (1 - ONECYCLE_WARMUP))
+    lr = _cosine(cfg.lr, 0.0, progress) if cfg.lr_schedule == "cosine" else cfg.lr
+    if cfg.warmup_epochs and epochs_done < cfg.warmup_epochs:
+        lr *= epochs_done / cfg.warmup_epochs
+    return lr
+
+
+def best_epoch(history: list[dict]) -> int | None:
+    """The epoch with the lowest validation loss (the first of equals), None without a validation split."""
+    scored = [r for r in history if "val_loss" in r]
+    return min(scored, key=lambda r: r["val_loss"])["epoch"] if scored else None
+
+
+def stops_early(history: list[dict], patience: int | None) -> bool:
+    """True once ``patience`` epochs have passed without a lower validation loss than the best one's."""
+    best = best_epoch(history)
+    return patience is not None and best is not None and history[-1]["epoch"] - best >= patience
 
 
 @dataclass
@@ -96,7 +125,7 @@ class Trainer:
     """
 
     def __init__(self, model, data: Dataset, cfg: RunConfig, out: str | Path, progress: bool = True, log=logger.info,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, callbacks=()):
         self.cfg = cfg
         self.out = Path(out)
         self.device = distributed.rank_device(resolve_device(cfg.device), world_size)
@@ -105,6 +134,9 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.autocast = lambda: autocast_context(self.device, cfg.precision)
         self.data = data.to(self.device)
+        self.val: dict | None = None  # validation rows {modality: tensor}, carved from the training set
+        if cfg.validation_fraction > 0:
+            self.data, self.val = self.data.split_validation(cfg.validation_fraction, cfg.seed)
         # {modality: rows} from memory or a memory-mapped file; the data side turns uint8 into floats and binarizes
         self.batches = self.data.batch_source(binarize=cfg.binarize)
         self.progress = progress
@@ -121,6 +153,8 @@ class Trainer:
         self._partial: _EpochState | None = None
         self._stop_signal: int | None = None
         self._data_initialised = False
+        self.callbacks = list(callbacks)  # objects with on_epoch(trainer, record) and/or on_end(trainer)
+        self.stopped_early = False
 
     def init_from_data(self, rows: int = 10_000) -> None:
         """Call the model's optional ``init_from_data(x)`` hook (an output bias set from the data's mean)
@@ -207,19 +241,54 @@ class Trainer:
         if self.epoch == 0 and self._partial is None and self.cfg.data_init and not self._data_initialised:
             self.init_from_data()
         try:
-            while self.epoch < min(self.cfg.epochs, until or self.cfg.epochs):
+            self.stopped_early = bool(self.history) and stops_early(self.history, self.cfg.patience)
+            while self.epoch < min(self.cfg.epochs, until or self.cfg.epochs) and not self.stopped_early:
                 record = self._run_epoch(self.epoch + 1)
                 self.epoch += 1
                 self.history.append(record)
+                if best_epoch(self.history) == self.epoch:  # before last.pt: a resumed run never lacks it
+                    self.save_best()
                 self.save_checkpoint()
                 self.write_metrics()
                 self.log(format_record(record, self.cfg.epochs))
+                for callback in self.callbacks:
+                    if hasattr(callback, "on_epoch"):
+                        callback.on_epoch(self, record)
                 if self._stop_signal is not None:  # arrived after the epoch's own check: it is saved, stop
                     raise TrainingInterrupted(self._stop_signal, self.checkpoint_path)
+                self.stopped_early = stops_early(self.history, self.cfg.patience)
+                if self.stopped_early:
+                    self.log(f"early stopping after epoch {self.epoch}: the validation loss has not improved for "
+                             f"{self.cfg.patience} epochs; model.pt keeps epoch {best_epoch(self.history)}'s weights")
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+        if self.cfg.patience is not None and (self.stopped_early or self.epoch >= self.cfg.epochs):
+            self.restore_best()
+        for callback in self.callbacks:
+            if hasattr(callback, "on_end"):
+                callback.on_end(self)
         return self.history
+
+    def save_best(self) -> None:
+        """The weights of the best epoch so far, beside the last checkpoint (atomically)."""
+        if self.rank == 0:
+            state = {"epoch": self.epoch, "val_loss": self.history[-1]["val_loss"], "model": self.model.state_dict(),
+                     "spec": getattr(self.model, "spec", None)}
+            atomic_torch_save(state, self.out / BEST)
+
+    def restore_best(self) -> None:
+        """Early stopping's end: the model takes the best epoch's weights (every rank reads rank 0's file)."""
+        best = best_epoch(self.history)
+        if best is None or best == self.epoch:
+            return
+        distributed.barrier(self.world_size)
+        try:
+            state = torch.load(self.out / BEST, map_location=self.device, weights_only=True)
+            self.model.load_state_dict(state["model"])
+        except (OSError, RuntimeError, KeyError, EOFError) as exc:
+            raise AelabError(f"cannot read the best epoch's weights from {self.out / BEST} ({first_line(exc, 120)}); "
+                             f"the last epoch's weights are in {self.checkpoint_path}") from None
 
     def _on_signal(self, signum, frame) -> None:
         if self._stop_signal is not None:  # a second Ctrl-C: stop now
@@ -240,7 +309,7 @@ class Trainer:
         bar = tqdm(total=steps, initial=state.step, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
                    disable=None if self.progress and self.rank == 0 else True, dynamic_ncols=True)
         first, acc, names, step_loss = state.step, None, [], None
-        scheduled = cfg.lr_schedule != "constant"
+        scheduled = cfg.lr_schedule != "constant" or cfg.warmup_epochs > 0
         last_show, t0 = time.perf_counter(), time.perf_counter()
         for i in range(state.step, steps):
             xb = source.take(order[i * bs:(i + 1) * bs])  # {modality: float tensor}, transformed by the data side
@@ -301,6 +370,10 @@ class Trainer:
         test = self._test_losses()
         record["test_loss"] = test.pop("loss")
         record.update({f"test_{k}": v for k, v in test.items()})
+        if self.val is not None:
+            val = self._losses_on(self.val)
+            record["val_loss"] = val.pop("loss")
+            record.update({f"val_{k}": v for k, v in val.items()})
         record["seconds"] = state.seconds
         record["samples_per_second"] = state.seen * self.world_size / max(state.seconds, 1e-9)
         record["eval_seconds"] = time.perf_counter() - t_eval
@@ -321,7 +394,9 @@ class Trainer:
     def _test_losses(self) -> dict:
         """Test means; with several ranks each scores every ``world_size``-th test sample and the sums are
         all-reduced, so every rank records the same numbers."""
-        x = self.data.inputs("test")
+        return self._losses_on(self.data.inputs("test"))
+
+    def _losses_on(self, x: dict) -> dict:
         n = batch_rows(x)
         if self.world_size == 1 or n < self.world_size:
             return mean_losses(self.eval_model, x, binarize=self.cfg.binarize)
@@ -360,5 +435,6 @@ def mean_losses(model, x, batch_size: int = 2048, binarize: bool = False) -> dic
 
 
 def format_record(rec: dict, epochs: int) -> str:
-    return (f"epoch {rec['epoch']:>3}/{epochs}  train {rec['train_loss']:.5g}  test {rec['test_loss']:.5g}  "
+    val = f"  val {rec['val_loss']:.5g}" if "val_loss" in rec else ""
+    return (f"epoch {rec['epoch']:>3}/{epochs}  train {rec['train_loss']:.5g}{val}  test {rec['test_loss']:.5g}  "
             f"{rec['seconds']:.2f} s  {rec['samples_per_second']:,.0f} samples/s")
