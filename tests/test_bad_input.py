@@ -295,3 +295,21 @@ def test_real_process_one_line_and_debug_traceback(tmp_path):
     debug = subprocess.run([*cmd[:3], "--debug", *cmd[3:]], capture_output=True, text=True, cwd=tmp_path,
                            timeout=120)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "AelabError" in debug.stderr
+
+
+def test_a_single_test_row_still_gets_a_run_and_a_report(tmp_path):
+    """Too few test codes for a 2-D map: the map is skipped, everything else is written."""
+    x = np.random.default_rng(0).random((50, 20)).astype("float32")
+    run = aelab.train("dense", aelab.from_arrays(x[:49], x_test=x[49:]), out=tmp_path / "r", epochs=1,
+                      progress=False, log=None)
+    assert (run.path / "report.html").is_file() and (run.path / "loss.png").is_file()
+    assert not (run.path / "latent.png").exists()
+
+
+def test_labels_of_one_class_skip_the_probes_with_a_note(tmp_path):
+    x = np.random.default_rng(0).random((50, 20)).astype("float32")
+    run = aelab.train("dense", aelab.from_arrays(x, np.zeros(50, dtype=int)), out=tmp_path / "r", epochs=1,
+                      progress=False, log=None)
+    result = json.loads((run.path / "evaluation.json").read_text())
+    assert not any(k.startswith("probe") for k in result)
+    assert any("single class" in n for n in result["notes"])

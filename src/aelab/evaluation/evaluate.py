@@ -91,6 +91,8 @@ def _evaluate(model, data: Dataset, device, binarize: bool, k: int, seed: int, p
     # --- probes on the codes
     if data.y_train is None or data.y_test is None:
         notes.append("probes skipped: the dataset has no labels")
+    elif len(torch.unique(data.y_train)) < 2:
+        notes.append("probes skipped: the training labels hold a single class, so there is nothing to tell apart")
     else:
         keep = torch.as_tensor(stratified_subset(data.y_train.cpu().numpy(), MAX_TRAIN, seed),
                                device=data.x_train.device)

@@ -54,6 +54,9 @@ FIGURES = [
 TRAIN_END = dict(method="tsne", n_points=500)
 
 
+MIN_MAP_POINTS = 3  # fewer test codes than this make no map (PCA and t-SNE need more points than dimensions)
+
+
 def class_balanced_indices(y: torch.Tensor | None, n: int) -> torch.Tensor:
     """``n`` indices taking the first sample of each class in turn (0, 1, ..., 9, 0, 1, ...); the first ``n``
     without labels."""
@@ -95,10 +98,13 @@ def write_run_figures(run, data, *, method: str = "tsne", n_points: int | None =
         add("loss.png", plot_loss_curves, run.history, title=f"{name} loss")
     codes = encode_all(model, x.to(device)).cpu()  # (N, D)
     rates = firing_rates(codes)
-    pick = class_balanced_indices(y, 20)
+    pick = class_balanced_indices(y, min(20, len(x)))
     if images:
         add("reconstructions.png", plot_reconstructions, model, as_float(x[pick[:10]]))
-    written["latent.png"] = write_latent_map(run, data, codes, method=method, n_points=n_points, log=log)
+    if len(codes) >= MIN_MAP_POINTS:
+        written["latent.png"] = write_latent_map(run, data, codes, method=method, n_points=n_points, log=log)
+    elif log:
+        log(f"latent map skipped: {len(codes)} test code(s); a 2-D map needs at least {MIN_MAP_POINTS}")
     if images and is_generative(model):
         add("samples.png", plot_samples, model, seed=run.config.seed, title=f"{name}: samples from the prior")
         # five pairs of different classes when there are labels: 0 -> 1, 2 -> 3, ...
