@@ -132,8 +132,10 @@ TOUR = [
     {"model": "dense", "epochs": 30, "settings": {},
      "what": "the classic autoencoder: an MLP squeezes each image into a 32-number code and back"},
     {"model": "sparse", "epochs": 30, "settings": {"penalty": "topk", "k": 25},
-     "what": "256 code units, of which only the 25 largest per image are kept (TopK): each unit learns a stroke; "
-             "a KL penalty (--penalty kl) instead pulls each unit's mean activation towards a target rate"},
+     "what": "256 code units, of which only the 25 largest per image are kept (TopK): each image uses 25 units "
+             "and each unit learns a pen stroke. The KL penalty (--penalty kl) only pulls each unit's average "
+             "activation towards 5%: on mnist5k about 170 of 256 units stay active per image and its units draw "
+             "blurry whole digits"},
     {"model": "conv", "epochs": 8, "settings": {},
      "what": "convolutions see local patterns: sharper reconstructions from the same 32-number code"},
     {"model": "vae", "epochs": 30, "settings": {},
