@@ -5,19 +5,25 @@ import pytest
 
 import aelab
 from aelab.errors import AelabError
-from aelab.models.base import AESettings
-from aelab.registry import settings_class
+from aelab.modality import Modality
+from aelab.models.base import AESettings, SettingsBase
+from aelab.registry import is_multimodal, settings_class
+
+
+MODALITIES = {"image": Modality("image", (1, 28, 28), "uint8", "bernoulli"),
+              "text": Modality("text", (16,), "int64", "categorical", vocab=40)}
 
 
 @pytest.mark.parametrize("name", list(aelab.MODELS))
 def test_settings_are_a_dataclass_saved_whole_in_the_spec(name):
     cls = settings_class(name)
-    assert dataclasses.is_dataclass(cls) and issubclass(cls, AESettings)
-    model = aelab.build_model(name, latent_dim=8)
+    assert dataclasses.is_dataclass(cls) and issubclass(cls, AESettings if not is_multimodal(name) else SettingsBase)
+    extra = {"modalities": MODALITIES} if is_multimodal(name) else {}
+    model = aelab.build_model(name, latent_dim=8, **extra)
     assert isinstance(model.settings, cls) and model.settings.latent_dim == 8 == model.latent_dim
     saved = model.spec["settings"]
-    assert saved == dataclasses.asdict(model.settings)
-    again = aelab.build_model(name, **saved)  # every field, as saved, rebuilds the same model
+    assert saved == model.settings.to_dict() and set(saved) == {f.name for f in dataclasses.fields(cls)}
+    again = aelab.build_model(name, **saved, **extra)  # every field, as saved, rebuilds the same model
     assert again.settings == model.settings
 
 

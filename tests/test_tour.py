@@ -32,6 +32,10 @@ def test_tour_one_epoch_end_to_end(tmp_path, capsys):
     text = " ".join(page.text)
     assert all(name in text for name in names)
     assert [img["data-file"] for img in page.images].count("latent.png") == 4
+    mm = out / "multimodal"  # the last run: one latent space for image and text (and audio when found)
+    assert json.loads((mm / "config.json").read_text())["model"] == "multimodal"
+    assert {"retrieval", "coherence", "oracle_accuracy"} <= set(json.loads((mm / "evaluation.json").read_text()))
+    assert (mm / "report.html").is_file() and "coherence" in printed and str(mm / "report.html") in printed
 
 
 def test_tour_refuses_a_used_folder_and_bad_epochs(tmp_path, capsys):

@@ -29,8 +29,9 @@ from .config import RunConfig
 from .data import Dataset, from_arrays, load_dataset
 from .errors import AelabError
 from .evaluation import evaluate_model, evaluate_run
+from .predict import Predictor
 from .registry import MODELS, build_model, load_model, save_model
 from .runfolder import Run, open_run
 
-__all__ = ["AelabError", "Dataset", "MODELS", "Run", "RunConfig", "build_model", "evaluate_model", "evaluate_run",
+__all__ = ["AelabError", "Dataset", "MODELS", "Predictor", "Run", "RunConfig", "build_model", "evaluate_model", "evaluate_run",
            "from_arrays", "load_dataset", "load_model", "open_run", "save_model", "tour", "train"]

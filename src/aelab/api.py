@@ -7,6 +7,8 @@ lower layer imports upwards. Messages go to the ``log`` callback, by default the
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -16,16 +18,21 @@ from threadpoolctl import threadpool_limits
 
 from .config import RunConfig
 from .data import Dataset, load_dataset
+from .data.batches import iterate_inputs, slice_inputs
+from .data.multimodal import describe_multimodal, modalities_of
+from .io import atomic_write_text
 from .errors import AelabError
 from .evaluation import read_evaluation
 from .evaluation.compare import markdown_table
 from .models.base import Autoencoder
-from .registry import build_model, model_kwargs_from_config, save_model
-from .runfolder import CONFIG, MODEL, TENSORBOARD, Run, settle_folder
+from .predict import write_latent_stats
+from .registry import build_model, is_multimodal, model_kwargs_from_config, save_model
+from .runfolder import CONFIG, DATA, MODEL, TENSORBOARD, Run, default_modalities, load_run_data, settle_folder
 from .training import distributed
 from .training.tensorboard import TensorBoardLogger
 from .training.trainer import Trainer
 from .viz.report import write_comparison_report, write_run_report
+from .viz.multimodal import write_multimodal_figures
 from .viz.run_figures import TRAIN_END, write_run_figures
 
 logger = logging.getLogger("aelab")
@@ -56,7 +63,7 @@ def _train(model, data, dist: distributed.DistContext, *, out, resume, config, p
         settings["dataset"] = data
     if out is not None:
         settings["out"] = str(out)
-    if isinstance(model, Autoencoder):
+    if isinstance(model, torch.nn.Module):
         spec = getattr(model, "spec", None) or {}
         settings.setdefault("model", spec.get("name", model.name))
         for key, value in spec.get("kwargs", {}).items():
@@ -64,25 +71,36 @@ def _train(model, data, dist: distributed.DistContext, *, out, resume, config, p
                 settings.setdefault(key, value)
     if isinstance(data, Dataset):
         settings.setdefault("dataset", data.name)
+        if data.is_multimodal:
+            settings.setdefault("modalities", ",".join(data.modalities))
     cfg = RunConfig.from_dict({**cfg.to_dict(), **settings}, source="settings")
+    if is_multimodal(cfg.model) and cfg.modalities is None:  # the run's config records what it trained on
+        cfg = dataclasses.replace(cfg, modalities=default_modalities(cfg))
     cfg = distributed.from_rank0(dist, settle_folder, cfg, settings, resume)
     run_dir = Path(cfg.out)
     log = log if dist.is_main else None
 
     if not isinstance(data, Dataset):
-        data = load_dataset(cfg.dataset, cfg.data_dir)
-    if not isinstance(model, Autoencoder):
+        data = load_run_data(cfg)
+    if is_multimodal(cfg.model) and not data.is_multimodal:
+        raise AelabError(f"the {cfg.model} model trains on paired modalities, but {data.name} holds one; load "
+                         f"them with aelab.data.multimodal.load_multimodal or pass --modalities image,text")
+    if not isinstance(model, torch.nn.Module):
         torch.manual_seed(cfg.seed)
         try:
-            model = build_model(cfg.model, data.input_shape, **model_kwargs_from_config(cfg, data.bounded))
+            if data.is_multimodal:
+                model = build_model(cfg.model, modalities=modalities_of(data), **model_kwargs_from_config(cfg))
+            else:
+                model = build_model(cfg.model, data.input_shape, **model_kwargs_from_config(cfg, data.bounded))
         except (RuntimeError, MemoryError) as exc:  # torch's allocator fails with a RuntimeError
             if not isinstance(exc, MemoryError) and "alloc" not in str(exc):
                 raise
             raise AelabError(f"the {cfg.model} model does not fit in memory (latent_dim {cfg.latent_dim}, hidden_dims "
                              f"{cfg.hidden_dims}); choose smaller --hidden-dims or --latent-dim") from None
     else:
-        model.check_input(data.x_test[:1].float())
-    if cfg.loss == "bce" or getattr(model, "loss_kind", None) == "bce":
+        model.check_input(next(iterate_inputs(slice_inputs(data.inputs("test"), slice(0, 1)), 1))
+                          if data.is_multimodal else data.x_test[:1].float())
+    if not data.is_multimodal and (cfg.loss == "bce" or getattr(model, "loss_kind", None) == "bce"):
         if not data.bounded:
             raise AelabError(f"the bce loss needs data in [0, 1] but {data.name} is not; use --loss mse")
 
@@ -93,6 +111,8 @@ def _train(model, data, dist: distributed.DistContext, *, out, resume, config, p
             raise AelabError(f"cannot create the run folder {run_dir} ({exc.strerror or exc}); "
                              f"choose another --out") from None
         cfg.save(run_dir / CONFIG)
+        if data.is_multimodal:  # the FSDD split, its statistics and the text forms, for whoever reads the run
+            atomic_write_text(run_dir / DATA, json.dumps(describe_multimodal(data), indent=1) + "\n")
     torch.manual_seed(cfg.seed + 1)  # the stream for sampling noise and binarization, separate from init
     callbacks = [TensorBoardLogger(run_dir / TENSORBOARD, data)] if cfg.tensorboard and dist.is_main else []
     trainer = Trainer(model, data, cfg, run_dir, progress=progress, log=log, rank=dist.rank,
@@ -106,6 +126,7 @@ def _train(model, data, dist: distributed.DistContext, *, out, resume, config, p
     result = Run(run_dir, cfg, trainer.history, model)
     if dist.is_main:
         save_model(model, run_dir / MODEL)
+        write_latent_stats(run_dir, model, data)  # what the explorer's sliders need (after model.pt: not stale)
         if cfg.report:
             write_figures(result, data, log=log)
     return result
@@ -117,7 +138,10 @@ def write_figures(run: Run, data: Dataset, log=None) -> list[Path]:
     Kept to seconds: the latent map is a t-SNE of 500 test codes here (``aelab report RUN`` draws
     the full one). Returns the paths written, the report last.
     """
-    paths = list(write_run_figures(run, data, **TRAIN_END).values())
+    if data.is_multimodal:
+        paths = list(write_multimodal_figures(run, data, log=log).values())
+    else:
+        paths = list(write_run_figures(run, data, **TRAIN_END).values())
     paths.append(write_run_report(run, data, redraw=False, progress=False, log=None))
     if log:
         log(f"report: {paths[-1]}")
@@ -141,6 +165,12 @@ TOUR = [
     {"model": "vae", "epochs": 30, "settings": {},
      "what": "the code is a Gaussian posterior, trained on the ELBO: the model can generate new digits"},
 ]
+# The tour's last run: one latent space for digits seen and written (and heard, when the FSDD file is found), on
+# digit datasets only (the words name digits).
+TOUR_MULTIMODAL = {"model": "multimodal", "epochs": 6, "settings": {},
+                   "what": "one latent space for digits seen, written (and heard, when the spoken-digit file is found): "
+                           "a word generates an image, an image its word, a recording finds its images"}
+TOUR_DIGITS = ("mnist5k", "mnist")
 TOUR_SAMPLES = 4000  # the tour's epochs are for mnist5k's 4,000 train images; other datasets keep the samples seen
 
 
@@ -179,10 +209,11 @@ def _tour(dataset, epochs, out, data_dir, progress, say) -> Path:
     say(f"aelab tour: four autoencoders on {data.name} ({len(data.x_train):,} train / {len(data.x_test):,} test "
         f"images), written to {out}/")
     run_dirs = []
+    steps = len(TOUR) + (dataset in TOUR_DIGITS)
     for i, step in enumerate(TOUR, start=1):
         name = step["model"]
         n = epochs or max(1, round(step["epochs"] * scale))
-        say(f"\n[{i}/{len(TOUR)}] {name}: {step['what']} ({n} epoch{'s' * (n > 1)})")
+        say(f"\n[{i}/{steps}] {name}: {step['what']} ({n} epoch{'s' * (n > 1)})")
         t = time.perf_counter()
         run = train(name, data, out=out / name, epochs=n, report=False, progress=progress, log=None,
                     **step["settings"])
@@ -193,8 +224,32 @@ def _tour(dataset, epochs, out, data_dir, progress, say) -> Path:
     html = write_comparison_report(run_dirs, out / "report.html", data, progress=False, log=None)
     rows = [{**(read_evaluation(r) or {}), "run": r.name} for r in run_dirs]
     say("\n" + markdown_table(rows).rstrip())
+    if dataset in TOUR_DIGITS:
+        _tour_multimodal(dataset, epochs, out, data_dir, progress, say, steps, scale)
     say(f"\ntour done in {time.perf_counter() - t0:.0f} s. Open the comparison report in a browser:\n  {html}")
     return html
+
+
+def _tour_multimodal(dataset, epochs, out, data_dir, progress, say, steps, scale) -> Path:
+    """The tour's multimodal run: trained, evaluated and reported; its coherence and retrieval printed."""
+    step = TOUR_MULTIMODAL
+    n = epochs or max(1, round(step["epochs"] * scale))
+    t = time.perf_counter()
+    cfg = RunConfig(model="multimodal", dataset=dataset, data_dir=data_dir)
+    modalities = default_modalities(cfg)
+    say(f"\n[{steps}/{steps}] multimodal ({modalities.replace(',', ' + ')}): {step['what']} "
+        f"({n} epoch{'s' * (n > 1)})")
+    run = train("multimodal", dataset, out=out / "multimodal", epochs=n, report=False, progress=progress, log=None,
+                data_dir=data_dir, modalities=modalities, **step["settings"])
+    report = write_run_report(run, progress=False, log=None)
+    ev = read_evaluation(run.path) or {}
+    shown = ", ".join(f"{pair} {value:.2f}" for pair, value in (ev.get("coherence") or {}).items()
+                      if not pair.startswith("joint"))
+    say(f"      coherence (an independent classifier agrees with the source's digit): {shown}")
+    recall = ", ".join(f"{pair} {v['recall@1']:.2f}" for pair, v in (ev.get("retrieval") or {}).items())
+    say(f"      retrieval recall@1: {recall}")
+    say(f"      {time.perf_counter() - t:.0f} s; report: {report}")
+    return report
 
 
 def _fresh(base: Path) -> Path:

@@ -10,7 +10,7 @@ from .errors import AelabError
 from .version import __version__
 
 # Each module adds its sub-command(s) with ``add_parsers(subparsers)`` and sets ``func`` on them.
-COMMAND_MODULES = ["train", "evaluate", "report"]
+COMMAND_MODULES = ["train", "evaluate", "report", "serve"]
 
 
 # Shown at the end of `aelab COMMAND --help` (a test keeps one for every sub-command).

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .errors import AelabError, closest, first_line
 from .io import atomic_write_text
-from .registry import check_model_settings
+from .data.multimodal import check_modalities
+from .registry import check_model_settings, is_multimodal
 
 try:
     import tomllib
@@ -49,6 +50,10 @@ class RunConfig:
     beta: float = 1.0  # weight of the KL term (beta-VAE; 1.0 = the plain ELBO)
     kl_warmup: int = 0  # epochs over which the KL weight ramps linearly from 0 to beta
     binarize: bool = False  # train and evaluate on dynamically binarized images (Bernoulli draws per batch)
+    # --- multimodal autoencoder (--model multimodal)
+    modalities: str | None = None  # two or more of image,audio,text, comma-separated; None = image,audio,text when the FSDD file is found, else image,text
+    audio_data: str | None = None  # the FSDD MFCC file digits.npz; None = AELAB_DATA_DIR/fsdd-mfcc/digits.npz, then the cache
+    fusion: str | None = None  # how the modalities' codes join: "poe" (MVAE), "moe" (MMVAE) or "shared"; None = the model's default
     # --- optimisation
     epochs: int = 10  # passes over the training set
     batch_size: int = 128  # samples per step
@@ -101,6 +106,12 @@ class RunConfig:
             need(math.isfinite(self.grad_clip) and self.grad_clip > 0,
                  f"grad_clip must be a positive number, got {self.grad_clip}")
         need(0 <= self.seed <= MAX_SEED, f"seed must lie in 0..{MAX_SEED}, got {self.seed}")
+        if self.modalities is not None:
+            check_modalities(self.modalities)
+        if not is_multimodal(self.model):
+            for name, value in (("modalities", self.modalities), ("audio_data", self.audio_data)):
+                need(value is None, f"--{name.replace('_', '-')} applies to --model multimodal, not to "
+                                    f"--model {self.model}; drop it or train the multimodal model")
         check_model_settings(self)  # the model's fields, by the settings classes of the families that own them
         return self
 

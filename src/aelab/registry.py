@@ -11,7 +11,9 @@ import torch
 from .errors import AelabError, closest
 from .io import atomic_torch_save, load_checkpoint
 from .models import VAE, ConvAE, ConvVAE, DenseAE, SparseAE
-from .models.base import AESettings, Autoencoder
+from .modality import Modality
+from .models.base import Autoencoder, SettingsBase
+from .models.multimodal import MultimodalAE
 
 MODELS: dict[str, type[Autoencoder]] = {
     "dense": DenseAE,
@@ -19,6 +21,7 @@ MODELS: dict[str, type[Autoencoder]] = {
     "sparse": SparseAE,
     "vae": VAE,
     "conv-vae": ConvVAE,
+    "multimodal": MultimodalAE,
 }
 
 
@@ -28,7 +31,12 @@ def model_class(name: str) -> type[Autoencoder]:
     return MODELS[name]
 
 
-def settings_class(name: str) -> type[AESettings]:
+def is_multimodal(name: str) -> bool:
+    """True for a family built from several modalities (``modalities=``) rather than one input shape."""
+    return bool(getattr(model_class(name), "multimodal", False))
+
+
+def settings_class(name: str) -> type[SettingsBase]:
     """The settings dataclass of a registered model family (its fields, defaults and checks)."""
     return model_class(name).Settings
 
@@ -38,15 +46,25 @@ def model_params(name: str) -> list[str]:
     return settings_class(name).names()
 
 
-def build_model(name: str, input_shape=(1, 28, 28), **kwargs) -> Autoencoder:
+def build_model(name: str, input_shape=(1, 28, 28), *, modalities=None, **kwargs) -> Autoencoder:
     """Build a registered model from keyword settings; unknown ones are an AelabError naming the valid ones.
-    The model's ``spec`` (saved with its weights) holds the name, the input shape, the settings as given
-    (``kwargs``) and as validated (``settings``, every field)."""
+    A multimodal family is built from ``modalities`` (``{name: Modality or its dict}``) instead of one input
+    shape. The model's ``spec`` (saved with its weights) holds the name, the input shape or the modalities,
+    the settings as given (``kwargs``) and as validated (``settings``, every field)."""
     cls = model_class(name)
     settings = cls.Settings.build(name, kwargs)
+    given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
+    if is_multimodal(name):
+        if not modalities:
+            raise AelabError(f"the {name} model is built from its modalities; pass modalities={{name: Modality}} "
+                             f"(aelab.data.multimodal.modalities_of(data) gives a dataset's)")
+        specs = {k: (m if isinstance(m, Modality) else Modality.from_dict(m)) for k, m in dict(modalities).items()}
+        model = cls(specs, settings=settings)
+        model.spec = {"name": name, "modalities": {k: m.to_dict() for k, m in specs.items()}, "kwargs": given,
+                      "settings": model.settings.to_dict()}
+        return model
     model = cls(input_shape=tuple(input_shape), settings=settings)
-    model.spec = {"name": name, "input_shape": list(model.input_shape),
-                  "kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()},
+    model.spec = {"name": name, "input_shape": list(model.input_shape), "kwargs": given,
                   "settings": model.settings.to_dict()}
     return model
 
@@ -55,8 +73,10 @@ def model_kwargs_from_config(cfg, bounded: bool = True) -> dict:
     """The settings a run config gives its model: every field of the model's settings that the config sets
     (None = the family's default), and the output function the data calls for."""
     values = cfg.to_dict()
-    kwargs = {k: values[k] for k in model_params(cfg.model) if values.get(k) is not None}
-    kwargs["output"] = "sigmoid" if bounded else "linear"
+    params = model_params(cfg.model)
+    kwargs = {k: values[k] for k in params if values.get(k) is not None}
+    if "output" in params:
+        kwargs["output"] = "sigmoid" if bounded else "linear"
     return kwargs
 
 
@@ -93,7 +113,10 @@ def load_model(path: str | Path, map_location="cpu") -> Autoencoder:
 def model_from_spec(spec: dict, state: dict, source="the file") -> Autoencoder:
     """Rebuild a model from its saved spec and load ``state`` into it; in eval mode."""
     try:
-        model = build_model(spec["name"], spec["input_shape"], **spec["kwargs"])
+        if "modalities" in spec:
+            model = build_model(spec["name"], modalities=spec["modalities"], **spec["kwargs"])
+        else:
+            model = build_model(spec["name"], spec["input_shape"], **spec["kwargs"])
     except (KeyError, TypeError):
         raise AelabError(f"{source} holds a model spec this aelab cannot read; retrain with this version") from None
     model.load_state_dict(state)

@@ -20,7 +20,7 @@ def _samples(value: str | None) -> int | None:
 
 def format_evaluation(result: dict) -> str:
     """The short table ``aelab evaluate`` prints: one metric a line, with its unit."""
-    from ..evaluation.compare import fmt
+    from ..evaluation.compare import flat_metrics, fmt, pair_keys
     from ..evaluation.specs import METRIC_KEYS, metric_unit
     from ..runfolder import EVALUATION
 
@@ -30,6 +30,9 @@ def format_evaluation(result: dict) -> str:
         if key not in result:
             continue
         lines.append(f"  {key:<22} {fmt(result[key]):>9}  {metric_unit(key, result)}")
+    flat = flat_metrics(result)  # multimodal runs: one line per modality pair and measure
+    for key in pair_keys([result]):
+        lines.append(f"  {key:<34} {fmt(flat[key]):>9}  {metric_unit(key.split('/')[0], result)}")
     lines += [f"  note: {n}" for n in result.get("notes", [])]
     if result.get("run"):
         lines.append(f"wrote {Path(result['run']) / EVALUATION}")

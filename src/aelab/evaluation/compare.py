@@ -15,7 +15,7 @@ from pathlib import Path
 from ..io import atomic_write_text
 from ..runfolder import CONFIG, open_run
 from .evaluate import ensure_evaluation
-from .specs import METRIC_KEYS, SPECS
+from .specs import METRIC_KEYS, METRICS, spec_for
 
 logger = logging.getLogger(__name__)
 ID_KEYS = ("model", "dataset")  # rows above the metrics, to tell the runs apart
@@ -46,11 +46,35 @@ def fmt(value) -> str:
     return f"{value:.4g}"
 
 
+def flat_metrics(row: dict) -> dict:
+    """A run's metrics with the per-modality-pair ones spread out: ``retrieval/image->audio/recall@1``, ..."""
+    flat = dict(row)
+    for spec in METRICS:
+        if spec.pairs and isinstance(row.get(spec.key), dict):
+            flat.pop(spec.key)
+            for pair, value in row[spec.key].items():
+                if isinstance(value, dict):
+                    flat.update({f"{spec.key}/{pair}/{k}": v for k, v in value.items()})
+                else:
+                    flat[f"{spec.key}/{pair}"] = value
+    return flat
+
+
+def pair_keys(rows: list[dict]) -> list[str]:
+    """The spread-out per-pair keys any of ``rows`` has, in the table's order of metrics."""
+    keys = []
+    for spec in METRICS:
+        if spec.pairs:
+            keys += sorted({k for r in rows for k in flat_metrics(r) if k.startswith(spec.key + "/")})
+    return keys
+
+
 def markdown_table(rows: list[dict]) -> str:
     """The runs side by side: a header of run folders, a row per metric, blank cells where absent."""
     header = ["metric", *[fmt(r["run"]) for r in rows], "unit"]
-    body = [[key, *[fmt(r.get(key)) for r in rows], SPECS[key].unit if key in SPECS else ""]
-            for key in (*ID_KEYS, *METRIC_KEYS)]
+    flat = [flat_metrics(r) for r in rows]
+    body = [[key, *[fmt(r.get(key)) for r in flat], spec_for(key).unit if key not in ID_KEYS else ""]
+            for key in (*ID_KEYS, *METRIC_KEYS, *pair_keys(rows))]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
     def line(cells, numeric=False):
@@ -67,9 +91,9 @@ def csv_table(rows: list[dict]) -> str:
     """One row per run, a column per metric (full precision), empty cells where a metric does not apply."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    columns = ["run", *ID_KEYS, *METRIC_KEYS]
+    columns = ["run", *ID_KEYS, *METRIC_KEYS, *pair_keys(rows)]
     writer.writerow(columns)
-    for r in rows:
+    for r in map(flat_metrics, rows):
         writer.writerow(["" if r.get(c) is None else r[c] for c in columns])
     return buf.getvalue()
 

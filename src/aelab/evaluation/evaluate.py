@@ -23,8 +23,9 @@ from ..device import resolve_device
 from ..errors import AelabError
 from ..io import atomic_write_text
 from ..models.base import eval_mode, model_device
-from ..runfolder import CHECKPOINT, EVALUATION, MODEL, open_run
+from ..runfolder import CHECKPOINT, EVALUATION, MODEL, load_run_data, open_run
 from . import likelihood
+from .multimodal import evaluate_multimodal
 from .metrics import ACTIVE_THRESHOLD, bce_per_image, mse_per_pixel, sparsity_summary
 from .probes import MAX_TRAIN, probe_accuracies, stratified_subset
 from .specs import METRIC_KEYS  # noqa: F401  (re-exported: the keys evaluate_model writes)
@@ -133,11 +134,15 @@ def evaluate_run(run_dir, *, iwae_samples: int | None = None, data: Dataset | No
         if cfg.dataset not in DATASETS and not cfg.dataset.lower().endswith(".npy"):
             raise AelabError(f"{run_dir} was trained on '{cfg.dataset}', which aelab cannot load by name; "
                              f"evaluate it from Python: aelab.evaluation.evaluate_run(run, data=your_dataset)")
-        data = load_dataset(cfg.dataset, cfg.data_dir)
+        data = load_run_data(cfg)
     model = run.model.to(resolve_device(device))
     result = {"run": str(run_dir), "model": cfg.model, "dataset": data.name, "epochs": len(run.history)}
-    result.update(evaluate_model(model, data, binarize=cfg.binarize, iwae_samples=iwae_samples, seed=cfg.seed,
-                                 progress=progress))
+    if data.is_multimodal:  # retrieval, coherence (judged by cached oracles), per-modality errors and probes
+        result["modalities"] = data.modalities
+        result.update(evaluate_multimodal(model, data, seed=cfg.seed))
+    else:
+        result.update(evaluate_model(model, data, binarize=cfg.binarize, iwae_samples=iwae_samples, seed=cfg.seed,
+                                     progress=progress))
     atomic_write_text(Path(run_dir) / EVALUATION, json.dumps(result, indent=2) + "\n")
     return result
 

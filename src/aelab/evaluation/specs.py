@@ -40,6 +40,16 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("hoyer", "0 dense .. 1 one unit",
                "Hoyer sparsity of the codes, (sqrt(n) - L1/L2) / (sqrt(n) - 1): 0 all units equal, 1 a single "
                "active unit"),
+    MetricSpec("retrieval", "recall@1, @5, @10, mAP",
+               "cross-modal retrieval: each test item of modality a queries the test items of b, ranked by distance "
+               "in the shared code; a hit is the same digit", "higher", "multimodal models", pairs=True),
+    MetricSpec("coherence", "fraction",
+               "cross-modal generation: decode a's code into b and let an independent classifier of b read the "
+               "digit; the fraction that is the source's digit (joint->b: from every modality at once)",
+               "higher", "multimodal models", pairs=True),
+    MetricSpec("oracle_accuracy", "fraction",
+               "test accuracy of the independent per-modality classifier that judges coherence (its ceiling)",
+               "higher", "multimodal models", pairs=True),
 )
 SPECS = {spec.key: spec for spec in METRICS}
 # The scalar metrics of single-modality runs, in table order (what `aelab compare` lists row by row).

@@ -57,8 +57,37 @@ def need(condition: bool, message: str) -> None:
         raise AelabError(message)
 
 
+class SettingsBase:
+    """What every model family's settings dataclass answers to (the registry and the run config use only this):
+    ``names``, ``build`` from keyword values, ``check_fields`` (each value alone), ``check_together`` (rules
+    across fields), ``validate`` (both) and ``to_dict``. A family whose checks are all per-field may implement
+    ``validate`` alone."""
+
+    def check_fields(self):
+        return self.validate()
+
+    def check_together(self):
+        return self
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def build(cls, model: str, values: dict):
+        """Settings from keyword values; an unknown name is an AelabError naming the valid ones."""
+        names = cls.names()
+        for key in values:
+            need(key in names, f"model '{model}' takes no setting '{key}'{closest(key, names)}; "
+                               f"it takes: {', '.join(names)}")
+        return cls(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()})
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+
 @dataclass
-class AESettings:
+class AESettings(SettingsBase):
     """What every single-modality autoencoder is built from. Each family subclasses it next to its model,
     with its own defaults and fields; ``check_fields`` judges each value alone, ``check_together`` the rules
     across fields, and ``validate`` both: the one place a model's settings are validated (the run config
@@ -88,22 +117,6 @@ class AESettings:
 
     def validate(self) -> "AESettings":
         return self.check_fields().check_together()
-
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def build(cls, model: str, values: dict) -> "AESettings":
-        """Settings from keyword values; an unknown name is an AelabError naming the valid ones."""
-        names = cls.names()
-        for key in values:
-            need(key in names, f"model '{model}' takes no setting '{key}'{closest(key, names)}; "
-                               f"it takes: {', '.join(names)}")
-        return cls(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()})
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 class Autoencoder(nn.Module):

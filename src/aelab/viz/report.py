@@ -15,16 +15,16 @@ import logging
 from pathlib import Path
 
 from ..data.batches import as_float
-from ..data.datasets import load_dataset
 from ..errors import AelabError
 from ..io import atomic_write_text
-from ..runfolder import Run, open_run
+from ..runfolder import Run, load_run_data, open_run
 from ..version import __version__
 from ..evaluation import METRIC_KEYS, ensure_evaluation
 from ..evaluation.compare import fmt
 from ..evaluation.specs import METRICS, SPECS, metric_unit
 from .figures import plot_metric_bars, plot_reconstruction_comparison
 from .latent import DEFAULT_POINTS
+from .multimodal import multimodal_figure_paths, write_multimodal_figures
 from .run_figures import class_balanced_indices, figure_paths, write_latent_map, write_run_figures
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,34 @@ def metric_rows(evaluation: dict) -> list[list[str]]:
 def _load_data(cfg, data):
     if data is not None:
         return data
-    return load_dataset(cfg.dataset, cfg.data_dir)
+    return load_run_data(cfg)
+
+
+def multimodal_tables(evaluation: dict) -> str:
+    """The metrics of a multimodal run as HTML: retrieval per ordered pair (recall@1/5/10, mAP), coherence per
+    pair beside the oracle that judges it, and what each modality's shared code tells a probe."""
+    parts = []
+    retrieval = evaluation.get("retrieval") or {}
+    if retrieval:
+        cols = ["recall@1", "recall@5", "recall@10", "map"]
+        rows = [[pair, *[fmt(v.get(c)) for c in cols]] for pair, v in retrieval.items()]
+        parts += [f"<h3>Retrieval</h3><p>{_e(SPECS['retrieval'].meaning)}.</p>",
+                  _table(["query -> gallery", *cols], rows)]
+    coherence = evaluation.get("coherence") or {}
+    if coherence:
+        oracle = evaluation.get("oracle_accuracy") or {}
+        rows = [[pair, fmt(v), fmt(oracle.get(pair.split("->")[-1]))] for pair, v in coherence.items()]
+        parts += [f"<h3>Coherence</h3><p>{_e(SPECS['coherence'].meaning)}; beside it, the judging classifier's "
+                  f"own test accuracy (oracle_accuracy: {_e(SPECS['oracle_accuracy'].meaning)}).</p>",
+                  _table(["source -> generated", "coherence", "oracle accuracy of the target"], rows)]
+    for key, title in (("reconstruction", "Reconstruction of each modality"),
+                       ("probes", "Probes on the shared code, per modality encoded")):
+        values = evaluation.get(key) or {}
+        if values:
+            cols = sorted({c for v in values.values() if isinstance(v, dict) for c in v})
+            rows = [[m, *[fmt(v.get(c)) if isinstance(v, dict) else fmt(v) for c in cols]] for m, v in values.items()]
+            parts += [f"<h3>{_e(title)}</h3>", _table(["modality", *cols], rows)]
+    return "\n".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------ one run
@@ -130,20 +157,30 @@ def write_run_report(run, data=None, *, method: str = "tsne", n_points: int | No
     data = _load_data(run.config, data)
     evaluation = ensure_evaluation(run.path, data, progress=progress, log=log)
     if redraw:
-        write_run_figures(run, data, method=method, n_points=n_points, log=log)
+        if data.is_multimodal:
+            write_multimodal_figures(run, data, log=log)
+        else:
+            write_run_figures(run, data, method=method, n_points=n_points, log=log)
     cfg, hist = run.config, run.history
     params = sum(p.numel() for p in run.model.parameters())
     seconds = sum(r.get("seconds", 0.0) for r in hist)
-    figures = figure_paths(run.path)
+    figures = multimodal_figure_paths(run.path) if data.is_multimodal else figure_paths(run.path)
+    what = (f"multimodal autoencoder ({_e(', '.join(data.modalities))}; fusion {_e(run.model.settings.fusion)})"
+            if data.is_multimodal else f"{_e(cfg.model)} autoencoder")
     parts = [f"<h1>{_e(run.path.name)}</h1>",
-             f'<p class="sub">{_e(cfg.model)} autoencoder on {_e(data.name)}: {len(hist)} epochs, '
+             f'<p class="sub">{what} on {_e(data.name)}: {len(hist)} epochs, '
              f"{params:,} parameters, latent size {_e(run.model.latent_dim)}, {seconds:.1f} s of training</p>",
              '<nav><a href="#metrics">metrics</a><a href="#figures">figures</a><a href="#training">training</a>'
              '<a href="#config">config</a></nav>',
-             '<h2 id="metrics">Metrics on the test set</h2>',
-             _table(["metric", "value", "unit", "better", "what it measures"], metric_rows(evaluation),
-                    numeric_from=None)]
-    detail = [f"{evaluation.get('test_samples', '?')} test samples"]
+             '<h2 id="metrics">Metrics on the test set</h2>']
+    if data.is_multimodal:
+        parts.append(multimodal_tables(evaluation))
+    else:
+        parts.append(_table(["metric", "value", "unit", "better", "what it measures"], metric_rows(evaluation),
+                            numeric_from=None))
+    items = evaluation.get("test_items")
+    detail = [", ".join(f"{n:,} test {m} items" for m, n in items.items()) if isinstance(items, dict)
+              else f"{evaluation.get('test_samples', '?')} test samples"]
     if "probe_train_samples" in evaluation:
         detail.append(f"probes fitted on {evaluation['probe_train_samples']:,} train codes")
     if evaluation.get("binarized"):

@@ -1,0 +1,506 @@
+"""One latent space for image, sound and text: a multimodal autoencoder with three ways to fuse modalities.
+
+Each modality has its own encoder and decoder, chosen from its :class:`~aelab.modality.Modality` spec:
+
+- images (C, H, W): the convolutional blocks of :mod:`aelab.models.conv`, Bernoulli (or Gaussian) likelihood;
+- frame sequences (T, F), e.g. MFCCs: 1-D convolutions over time, Gaussian likelihood with unit variance on
+  normalised features (half the squared error, summed per recording);
+- text (L,) of symbol ids (0 = padding): embedding + 1-D convolutions + max over positions (a word is found
+  wherever it stands); decoded by a GRU conditioned on the code (greedy at generation time) or by per-position
+  logits; categorical likelihood summed over the symbols and the first padding position (the end of the word).
+
+Fusion (``settings.fusion``):
+
+- ``"poe"``: product of Gaussian experts with a N(0, I) prior expert, MVAE (Wu & Goodman 2018, "Multimodal
+  generative models for scalable weakly-supervised learning", eq. 5 and the subsampled objective of sec. 3.2):
+  the loss is the ELBO of the joint posterior (reconstructing every modality) plus the ELBO of each single
+  modality's posterior (reconstructing that modality).
+- ``"moe"``: mixture of experts, MMVAE (Shi et al. 2019, "Variational mixture-of-experts autoencoders for
+  multi-modal deep generative models"), the stratified ELBO of the authors' ``m_elbo_naive``
+  (github.com/iffsid/mmvae, objectives.py): for each modality m a code z_m ~ q(z|x_m) reconstructs EVERY
+  modality, minus KL(q(z|x_m) || p(z)), averaged over m; Gaussian experts and one sample instead of their
+  Laplace experts and K-sample DReG bound.
+- ``"shared"``: a deterministic shared code, the average of the codes of the modalities present, trained with
+  modality dropout and cross-reconstruction as the bimodal deep autoencoder of Ngiam et al. 2011 ("Multimodal
+  deep learning", sec. 3.2): each modality is left out of the average with probability ``dropout`` (at least
+  one kept per sample) and every modality is reconstructed from what is left.
+
+Likelihood weighting: each modality's log-likelihood is scaled by (values in the largest modality) / (values
+in this one), as MMVAE's ``llik_scaling`` does for MNIST-SVHN (MVAE weights the small label modality by 50 in
+the same spirit); ``settings.weights`` overrides it per modality.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import AelabError, closest
+from ..losses import at_least_float32, gaussian_kl_standard
+from ..modality import Modality
+from .base import AEOutput, SettingsBase, he_init, model_device, need
+from .conv import ConvDecoder, ConvEncoder, check_conv_shape
+from .vae import DiagonalGaussian
+
+FUSIONS = ("poe", "moe", "shared")
+TEXT_DECODERS = ("gru", "mlp")
+
+
+@dataclass
+class MultimodalSettings(SettingsBase):
+    latent_dim: int = 32  # size of the shared code
+    fusion: str = "moe"  # "poe" (MVAE), "moe" (MMVAE) or "shared" (deterministic, modality dropout)
+    beta: float = 1.0  # weight of the KL term (poe, moe)
+    kl_warmup: int = 0  # epochs over which the KL weight grows linearly from 0 to beta (0: none)
+    weights: dict | None = None  # {modality: likelihood weight}; None (or a missing name): values-count scaling
+    image_channels: list = field(default_factory=lambda: [32, 64])  # the two convolution widths of the image encoder and decoder
+    audio_channels: list = field(default_factory=lambda: [64, 128])  # the widths of the 1-D convolutions over frames
+    text_embed: int = 32  # size of a symbol's embedding
+    text_hidden: int = 128  # text encoder width and decoder GRU (or MLP) width
+    text_decoder: str = "gru"  # "gru" (autoregressive, greedy decoding) or "mlp" (per-position logits)
+    dropout: float = 0.5  # shared: probability that a modality is left out of the fused code in training
+
+    def check_fields(self) -> "MultimodalSettings":
+        need(self.latent_dim is not None and int(self.latent_dim) >= 1,
+             f"latent_dim must be at least 1, got {self.latent_dim}; pass --latent-dim 32, say")
+        need(self.fusion in FUSIONS,
+             f"fusion must be one of {', '.join(FUSIONS)}, got '{self.fusion}'{closest(str(self.fusion), FUSIONS)}")
+        need(isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 0,
+             f"beta must be >= 0 (a finite number), got {self.beta}")
+        need(int(self.kl_warmup) >= 0, f"kl_warmup must be >= 0 epochs, got {self.kl_warmup}")
+        need(self.weights is None or isinstance(self.weights, dict),
+             f"weights maps a modality to its likelihood weight, e.g. {{'text': 50}}, got {self.weights!r}")
+        for key, v in (self.weights or {}).items():
+            need(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0,
+                 f"the likelihood weight of '{key}' must be a finite number >= 0, got {v!r}")
+        for name in ("image_channels", "audio_channels"):
+            value = list(getattr(self, name))
+            need(len(value) == 2 and all(int(c) >= 1 for c in value),
+                 f"{name} takes two positive channel counts (e.g. 32,64), got {value}")
+        for name in ("text_embed", "text_hidden"):
+            need(int(getattr(self, name)) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
+        need(self.text_decoder in TEXT_DECODERS,
+             f"text_decoder must be one of {', '.join(TEXT_DECODERS)}, got '{self.text_decoder}'")
+        need(isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1,
+             f"dropout is a probability in [0, 1), got {self.dropout}")
+        return self
+
+    def validate(self) -> "MultimodalSettings":
+        return self.check_fields().check_together()
+
+
+# ------------------------------------------------------------------ likelihoods (negative log, per sample)
+def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor, sample_dims: int) -> torch.Tensor:
+    """-log Bernoulli(x; sigmoid(logits)) summed over the last ``sample_dims`` dims: (..., B, *S) -> (..., B).
+    x in [0, 1] broadcasts over leading dims of logits (the binary cross-entropy of Kingma & Welling 2014, C.1)."""
+    logits = at_least_float32(logits)
+    dims = tuple(range(-sample_dims, 0))
+    return F.softplus(logits).sum(dims) - (x * logits).sum(dims)
+
+
+def gaussian_nll(mean: torch.Tensor, x: torch.Tensor, sample_dims: int) -> torch.Tensor:
+    """-log N(x; mean, I) without the constant: half the squared error summed per sample, (..., B, *S) -> (..., B)."""
+    return 0.5 * (at_least_float32(mean) - x).square().sum(tuple(range(-sample_dims, 0)))
+
+
+def text_mask(ids: torch.Tensor) -> torch.Tensor:
+    """Positions that count in the text likelihood: every symbol and the first padding (the end of the word).
+    ids (B, L) int64 -> (B, L) bool."""
+    pad = ids == 0
+    return ~pad | (pad & (pad.long().cumsum(-1) == 1))
+
+
+def categorical_nll(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of logits (..., B, L, V) against ids (B, L), summed over :func:`text_mask` -> (..., B)."""
+    logits = at_least_float32(logits)
+    ids = ids.expand(logits.shape[:-1])
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1), reduction="none").view(ids.shape)
+    return (ce * text_mask(ids)).sum(-1)
+
+
+def product_of_experts(means: torch.Tensor, logvars: torch.Tensor) -> DiagonalGaussian:
+    """Gaussian experts (M, B, D) times a N(0, I) prior expert: precision-weighted (Wu & Goodman 2018, eq. 5)."""
+    precision = torch.exp(-logvars.clamp(-30.0, 20.0))  # (M, B, D)
+    total = 1.0 + precision.sum(0)  # the prior's precision is 1
+    mean = (means * precision).sum(0) / total
+    return DiagonalGaussian(mean, -torch.log(total))
+
+
+# ------------------------------------------------------------------ per-modality networks
+class SequenceEncoder(nn.Module):
+    """(B, T, F) frames -> (B, out): Conv1d over time (F -> c1, then two stride-2 c1 -> c2 -> c2), flatten, linear."""
+
+    def __init__(self, shape, channels, out_features: int):
+        super().__init__()
+        t, f = shape
+        c1, c2 = channels
+        self.body = nn.Sequential(
+            nn.Conv1d(f, c1, 3, padding=1), nn.ReLU(),  # (B, c1, T)
+            nn.Conv1d(c1, c2, 4, stride=2, padding=1), nn.ReLU(),  # (B, c2, T/2)
+            nn.Conv1d(c2, c2, 4, stride=2, padding=1), nn.ReLU(),  # (B, c2, T/4)
+            nn.Flatten(),
+        )
+        self.fc = nn.Linear(c2 * (t // 4), out_features)
+
+    def forward(self, x):
+        return self.fc(self.body(x.transpose(1, 2)))
+
+
+class SequenceDecoder(nn.Module):
+    """(B, latent) -> (B, T, F): linear to c2 x T/4, two stride-2 transposed Conv1d, a k=3 Conv1d to F."""
+
+    def __init__(self, shape, channels, latent_dim: int):
+        super().__init__()
+        t, f = shape
+        c1, c2 = channels
+        self.grid = (c2, t // 4)
+        self.fc = nn.Sequential(nn.Linear(latent_dim, c2 * (t // 4)), nn.ReLU())
+        self.body = nn.Sequential(
+            nn.ConvTranspose1d(c2, c1, 4, stride=2, padding=1), nn.ReLU(),  # (B, c1, T/2)
+            nn.ConvTranspose1d(c1, c1, 4, stride=2, padding=1), nn.ReLU(),  # (B, c1, T)
+            nn.Conv1d(c1, f, 3, padding=1),  # (B, F, T)
+        )
+
+    def forward(self, z):
+        return self.body(self.fc(z).view(-1, *self.grid)).transpose(1, 2)
+
+
+class TextEncoder(nn.Module):
+    """(B, L) ids -> (B, out): embedding, two Conv1d (k=3), max over positions, linear."""
+
+    def __init__(self, vocab: int, embed: int, hidden: int, out_features: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, embed, padding_idx=0)
+        self.body = nn.Sequential(
+            nn.Conv1d(embed, hidden, 3, padding=1), nn.ReLU(),  # (B, H, L)
+            nn.Conv1d(hidden, hidden, 3, padding=1), nn.ReLU(),  # (B, H, L)
+        )
+        self.fc = nn.Linear(hidden, out_features)
+
+    def forward(self, ids):
+        h = self.body(self.embed(ids).transpose(1, 2))  # (B, H, L)
+        return self.fc(h.amax(-1))
+
+
+class TextDecoder(nn.Module):
+    """(B, latent) -> (B, L, V) logits. "gru": a GRU whose input is the previous symbol's embedding beside a
+    projection of the code, started from tanh(linear(code)); teacher-forced in training, greedy when
+    generating. "mlp": one hidden layer to per-position logits (no dependence between positions)."""
+
+    def __init__(self, length: int, vocab: int, embed: int, hidden: int, latent_dim: int, kind: str):
+        super().__init__()
+        self.length, self.vocab, self.kind = length, vocab, kind
+        if kind == "mlp":
+            self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, length * vocab))
+            return
+        self.embed = nn.Embedding(vocab + 1, embed)  # id ``vocab`` is the start symbol
+        self.init = nn.Linear(latent_dim, hidden)
+        self.cond = nn.Linear(latent_dim, embed)
+        self.gru = nn.GRU(2 * embed, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, vocab)
+
+    def forward(self, z, ids=None):
+        """Logits (B, L, V): teacher-forced on ``ids`` (B, L) when given, else greedy."""
+        if self.kind == "mlp":
+            return self.net(z).view(-1, self.length, self.vocab)
+        h = torch.tanh(self.init(z))[None]  # (1, B, H)
+        cond = self.cond(z)[:, None]  # (B, 1, E)
+        start = torch.full((z.shape[0], 1), self.vocab, dtype=torch.long, device=z.device)
+        if ids is not None:
+            prev = torch.cat([start, ids[:, :-1]], 1)  # (B, L)
+            out, _ = self.gru(torch.cat([self.embed(prev), cond.expand(-1, self.length, -1)], -1), h)
+            return self.head(out)  # (B, L, V)
+        tok, steps = start, []
+        for _ in range(self.length):
+            out, h = self.gru(torch.cat([self.embed(tok), cond], -1), h)
+            steps.append(self.head(out))  # (B, 1, V)
+            tok = steps[-1].argmax(-1)
+        return torch.cat(steps, 1)
+
+
+def modality_kind(m: Modality) -> str:
+    """"image", "sequence" or "text": which encoder and decoder a modality gets, from its shape and likelihood."""
+    if m.likelihood == "categorical":
+        if len(m.shape) != 1 or int(m.vocab) < 2:
+            raise AelabError(f"categorical modality '{m.name}' needs shape (L,) and vocab >= 2, got shape "
+                             f"{tuple(m.shape)} and vocab {m.vocab}")
+        return "text"
+    if m.likelihood not in ("bernoulli", "gaussian"):
+        raise AelabError(f"modality '{m.name}' has unknown likelihood '{m.likelihood}'; use bernoulli, gaussian "
+                         "or categorical")
+    if len(m.shape) == 3:
+        return "image"
+    if len(m.shape) == 2 and m.shape[0] % 4 == 0 and m.shape[0] >= 4:
+        return "sequence"
+    raise AelabError(f"modality '{m.name}' of shape {tuple(m.shape)} fits no encoder; use images (C, H, W) or "
+                     "frames (T, F) with T a multiple of 4")
+
+
+# ------------------------------------------------------------------ the model
+class MultimodalAE(nn.Module):
+    """Per-modality encoders into one latent space and decoders out of it; see the module docstring.
+
+    ``modalities`` maps a name ("image", "audio", "text", ...) to its :class:`Modality` (or its dict);
+    ``settings`` (or keyword arguments building them) are a :class:`MultimodalSettings`.
+    """
+
+    name = "multimodal"
+    multimodal = True  # built from modalities, not one input shape (the registry reads this)
+    Settings = MultimodalSettings
+
+    def __init__(self, modalities: Mapping[str, Modality], settings: MultimodalSettings | None = None, **kwargs):
+        super().__init__()
+        if settings is not None and kwargs:
+            raise AelabError("give the multimodal model either settings or keyword settings, not both")
+        self.settings = (settings if settings is not None else self.Settings.build(self.name, kwargs)).validate()
+        settings = self.settings
+        self.modalities = {k: (m if isinstance(m, Modality) else Modality.from_dict(m))
+                           for k, m in dict(modalities or {}).items()}
+        if len(self.modalities) < 2:
+            raise AelabError(f"the multimodal model needs at least two modalities, got "
+                             f"{', '.join(self.modalities) or 'none'}; pass e.g. --modalities image,text")
+        for key in self.settings.weights or {}:
+            if key not in self.modalities:
+                raise AelabError(f"weights name modality '{key}', which this model does not have; it has "
+                                 f"{', '.join(self.modalities)}")
+        self.latent_dim = int(settings.latent_dim)
+        self.variational = settings.fusion != "shared"
+        self.kinds = {k: modality_kind(m) for k, m in self.modalities.items()}
+        self.weights = self.likelihood_weights()
+        self.kl_weight = float(settings.beta) if int(settings.kl_warmup) == 0 else 0.0
+        width = 2 * self.latent_dim if self.variational else self.latent_dim  # (mean, logvar) or the code
+        self.encoders = nn.ModuleDict({k: self.build_encoder(m, width) for k, m in self.modalities.items()})
+        self.decoders = nn.ModuleDict({k: self.build_decoder(m) for k, m in self.modalities.items()})
+        for enc in self.encoders.values():
+            he_init(enc)  # Kaiming-normal before a ReLU, LeCun before the code, as Autoencoder.init_weights does
+        # what rebuilds this model (the registry's build_model writes the same keys): Modality dicts and settings
+        self.spec = {"name": self.name, "modalities": {k: m.to_dict() for k, m in self.modalities.items()},
+                     "kwargs": self.settings.to_dict(), "settings": self.settings.to_dict()}
+
+    def build_encoder(self, m: Modality, width: int) -> nn.Module:
+        s, kind = self.settings, self.kinds[m.name]
+        if kind == "image":
+            check_conv_shape(m.shape, list(s.image_channels))
+            return ConvEncoder(m.shape, list(s.image_channels), width)
+        if kind == "sequence":
+            return SequenceEncoder(m.shape, list(s.audio_channels), width)
+        return TextEncoder(int(m.vocab), int(s.text_embed), int(s.text_hidden), width)
+
+    def build_decoder(self, m: Modality) -> nn.Module:
+        s, kind = self.settings, self.kinds[m.name]
+        if kind == "image":
+            return ConvDecoder(m.shape, list(s.image_channels), self.latent_dim)
+        if kind == "sequence":
+            return SequenceDecoder(m.shape, list(s.audio_channels), self.latent_dim)
+        return TextDecoder(m.shape[0], int(m.vocab), int(s.text_embed), int(s.text_hidden), self.latent_dim,
+                           s.text_decoder)
+
+    def likelihood_weights(self) -> dict[str, float]:
+        """Per modality: the settings' weight, else (values in the largest modality) / (values in this one)."""
+        sizes = {k: math.prod(m.shape) for k, m in self.modalities.items()}
+        given = self.settings.weights or {}
+        return {k: float(given.get(k, max(sizes.values()) / sizes[k])) for k in self.modalities}
+
+    # ---------------------------------------------------------------- checks
+    def check_input(self, batch, require_all: bool = True) -> None:
+        """A one-line AelabError for a batch that is not {modality: tensor} of this model's modalities and shapes."""
+        if not isinstance(batch, Mapping):
+            raise AelabError(f"the multimodal model reads a dict {{modality: tensor}}, got {type(batch).__name__}")
+        unknown = [k for k in batch if k not in self.modalities]
+        if unknown:
+            raise AelabError(f"unknown modality '{unknown[0]}'{closest(unknown[0], self.modalities)}; this model "
+                             f"reads {', '.join(self.modalities)}")
+        missing = [k for k in self.modalities if k not in batch]
+        if not batch or (require_all and missing):
+            raise AelabError(f"the batch lacks modality {', '.join(missing)}; training needs every one of "
+                             f"{', '.join(self.modalities)}" if batch else "the batch holds no modality")
+        sizes = {int(x.shape[0]) for x in batch.values()}
+        if len(sizes) > 1:
+            raise AelabError(f"the modalities of a batch have different numbers of rows {sorted(sizes)}; pair them")
+        for k, x in batch.items():
+            m = self.modalities[k]
+            if tuple(x.shape[1:]) != tuple(m.shape):
+                raise AelabError(f"modality '{k}' was built for samples of shape {tuple(m.shape)} but got "
+                                 f"{tuple(x.shape[1:])}; build the model for this data")
+            if self.kinds[k] == "text" and x.dtype not in (torch.int64, torch.int32):
+                raise AelabError(f"modality '{k}' takes integer symbol ids, got {x.dtype}")
+            if self.kinds[k] != "text" and not x.is_floating_point():
+                raise AelabError(f"modality '{k}' takes float values (images in [0, 1]), got {x.dtype}; "
+                                 "convert on the data side")
+
+    # ---------------------------------------------------------------- encoding
+    def experts(self, batch) -> dict[str, torch.Tensor]:
+        """Each present modality's encoder output: (B, 2*latent) for poe/moe, (B, latent) for shared."""
+        return {k: self.encoders[k](x) for k, x in batch.items() if k in self.encoders}
+
+    def posterior(self, batch) -> DiagonalGaussian:
+        """The fused posterior of the present modalities: poe, the product of their experts and the prior;
+        moe, a Gaussian with the mixture's mean and variance (the mixture itself is not Gaussian)."""
+        out = torch.stack(list(self.experts(batch).values()))  # (M, B, 2*latent)
+        means, logvars = out.chunk(2, -1)
+        if self.settings.fusion == "poe":
+            return product_of_experts(means, logvars)
+        # moe: the mixture's mean and the variance of the equal-weight mixture (law of total variance)
+        mean = means.mean(0)
+        var = (logvars.exp() + means.square()).mean(0) - mean.square()
+        return DiagonalGaussian(mean, var.clamp_min(1e-12).log())
+
+    def codes(self, batch) -> torch.Tensor:
+        """(B, latent) deterministic code from any non-empty subset of the modalities: the fused posterior's
+        mean (poe: product of experts; moe: mean of the mixture) or the shared code (average of the codes)."""
+        self.check_input(batch, require_all=False)
+        if not self.variational:
+            return torch.stack(list(self.experts(batch).values())).mean(0)
+        return self.posterior(batch).mean
+
+    # ---------------------------------------------------------------- decoding
+    def decode_logits(self, z: torch.Tensor, targets: Mapping | None = None) -> dict[str, torch.Tensor]:
+        """Codes (..., latent) -> {modality: logits (..., *shape) for bernoulli, mean for gaussian, (..., L, V)
+        for text}. Text is teacher-forced on ``targets[name]`` (B, L) when given (the leading dims of z are
+        then samples of the same B rows), else greedy."""
+        lead, flat = z.shape[:-1], z.reshape(-1, self.latent_dim)
+        out = {}
+        for k, dec in self.decoders.items():
+            if self.kinds[k] == "text":
+                ids = None if targets is None else targets[k].repeat(flat.shape[0] // targets[k].shape[0], 1)
+                y = dec(flat, ids)
+            else:
+                y = dec(flat)
+            out[k] = y.reshape(*lead, *y.shape[1:])
+        return out
+
+    def to_output(self, name: str, logits: torch.Tensor) -> torch.Tensor:
+        """Decoder output to data space: probabilities for bernoulli, the mean for gaussian, ids for text
+        (argmax, with everything after the first padding set to padding)."""
+        m = self.modalities[name]
+        if m.likelihood == "bernoulli":
+            return torch.sigmoid(logits)
+        if m.likelihood == "gaussian":
+            return logits
+        ids = logits.argmax(-1)
+        return ids * ((ids == 0).long().cumsum(-1) == 0)
+
+    def decode(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Codes (B, latent) -> {modality: output}: images in [0, 1], frames, text as int64 ids (B, L)."""
+        return {k: self.to_output(k, v) for k, v in self.decode_logits(z).items()}
+
+    def reconstruct(self, batch) -> dict[str, torch.Tensor]:
+        """Every modality decoded from the code of whichever modalities ``batch`` holds (translation)."""
+        return self.decode(self.codes(batch))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """``n`` samples of every modality decoded from codes drawn from the prior N(0, I) (poe, moe)."""
+        if not self.variational:
+            raise AelabError("fusion 'shared' has no prior to sample from; use fusion poe or moe to sample")
+        z = torch.randn(n, self.latent_dim, generator=generator).to(model_device(self))
+        return self.decode(z)
+
+    # ---------------------------------------------------------------- training
+    def nll(self, name: str, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x|z) of one modality per sample: logits (..., B, *S), x (B, *S) -> (..., B)."""
+        m = self.modalities[name]
+        if m.likelihood == "categorical":
+            return categorical_nll(logits, x)
+        if m.likelihood == "bernoulli":
+            return bernoulli_nll(logits, x, len(m.shape))
+        return gaussian_nll(logits, x, len(m.shape))
+
+    def set_progress(self, epochs_done: float) -> None:
+        """KL warm-up: the KL weight grows linearly from 0 to beta over ``kl_warmup`` epochs."""
+        warmup = int(self.settings.kl_warmup)
+        self.kl_weight = float(self.settings.beta) * (1.0 if warmup == 0 else min(1.0, epochs_done / warmup))
+
+    @torch.no_grad()
+    def init_from_data(self, batch) -> None:
+        """Start the image decoders at the mean image (per channel, through the logit) and the frame decoders at
+        the mean frame (per feature): early steps learn how samples differ from the mean (see Autoencoder)."""
+        for k, x in batch.items():
+            if k not in self.modalities or self.kinds[k] == "text" or x.shape[0] == 0:
+                continue
+            x = x.to(model_device(self), torch.float32)
+            if self.kinds[k] == "image":
+                bias = self.decoders[k].body[-1].bias
+                mean = x.transpose(0, 1).flatten(1).mean(1)
+            else:
+                bias = self.decoders[k].body[-1].bias
+                mean = x.flatten(0, 1).mean(0)
+            if self.modalities[k].likelihood == "bernoulli":
+                mean = mean.clamp(1e-3, 1 - 1e-3)
+                mean = torch.log(mean) - torch.log1p(-mean)
+            bias.copy_(mean.to(bias.dtype))
+
+    def forward(self, batch) -> AEOutput:
+        """The loss of the chosen fusion on a batch holding every modality; terms ``recon/<modality>`` (mean
+        -log p per sample, unweighted) and ``kl`` (poe, moe)."""
+        self.check_input(batch)
+        return {"poe": self._poe, "moe": self._moe, "shared": self._shared}[self.settings.fusion](batch)
+
+    def _weighted(self, nlls: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(self.weights[k] * v for k, v in nlls.items())
+
+    def _kl_weight(self) -> float:
+        return self.kl_weight if self.training else float(self.settings.beta)
+
+    def _poe(self, batch) -> AEOutput:
+        # MVAE's subsampled ELBO: the joint posterior reconstructs every modality, and each single modality's
+        # posterior (its expert times the prior) reconstructs itself
+        names = list(batch)
+        means, logvars = torch.stack(list(self.experts(batch).values())).chunk(2, -1)  # (M, B, latent) each
+        joint = product_of_experts(means, logvars)
+        z = joint.sample()
+        logits = self.decode_logits(z, batch)
+        nll = {k: self.nll(k, v, batch[k]) for k, v in logits.items()}  # (B,) each
+        kl = joint.kl()
+        loss = self._weighted(nll) + self._kl_weight() * kl
+        for i, k in enumerate(names):
+            q = product_of_experts(means[i:i + 1], logvars[i:i + 1])
+            zi = q.sample()
+            dec = self.decoders[k]
+            own = dec(zi, batch[k]) if self.kinds[k] == "text" else dec(zi)
+            kli = q.kl()
+            loss = loss + self.weights[k] * self.nll(k, own, batch[k]) + self._kl_weight() * kli
+            kl = kl + kli
+        return self._output(loss, nll, kl, z, logits)
+
+    def _moe(self, batch) -> AEOutput:
+        # MMVAE's stratified ELBO (m_elbo_naive): a code from each modality's posterior reconstructs every modality
+        means, logvars = torch.stack(list(self.experts(batch).values())).chunk(2, -1)  # (M, B, latent) each
+        q = DiagonalGaussian(means, logvars)
+        z = q.sample()  # (M, B, latent)
+        logits = self.decode_logits(z, batch)
+        nll = {k: self.nll(k, v, batch[k]) for k, v in logits.items()}  # (M, B) each
+        kl = q.kl()  # (M, B)
+        loss = (self._weighted(nll) + self._kl_weight() * kl).mean(0)
+        nll = {k: v.mean(0) for k, v in nll.items()}
+        own = {k: logits[k][i] for i, k in enumerate(batch)}  # each modality from its own expert's code
+        return self._output(loss, nll, kl.mean(0), means.mean(0), own)
+
+    def _shared(self, batch) -> AEOutput:
+        # modality dropout (Ngiam et al. 2011): average the codes of a random non-empty subset per sample,
+        # reconstruct every modality from it
+        codes = torch.stack(list(self.experts(batch).values()))  # (M, B, latent)
+        keep = torch.ones(codes.shape[:2], device=codes.device)
+        if self.training and self.settings.dropout > 0:
+            keep = (torch.rand_like(keep) >= self.settings.dropout).float()
+            empty = keep.sum(0) == 0  # (B,): give each such sample one modality back, at random
+            pick = torch.randint(codes.shape[0], (codes.shape[1],), device=codes.device)
+            keep = torch.where(empty[None], F.one_hot(pick, codes.shape[0]).T.float(), keep)
+        z = (codes * keep[..., None]).sum(0) / keep.sum(0)[:, None]  # (B, latent)
+        logits = self.decode_logits(z, batch)
+        nll = {k: self.nll(k, v, batch[k]) for k, v in logits.items()}
+        return self._output(self._weighted(nll), nll, None, z, logits)
+
+    def _output(self, loss, nll, kl, z, logits) -> AEOutput:
+        """``recon``: each modality in data space from the logits at hand (poe: the joint code; moe: the
+        modality's own expert; shared: the fused code); text is the argmax of the teacher-forced logits."""
+        terms = {f"recon/{k}": v.mean() for k, v in nll.items()}
+        if kl is not None:
+            terms["kl"] = kl.mean()
+        with torch.no_grad():
+            recon = {k: self.to_output(k, v.detach()) for k, v in logits.items()}
+        return AEOutput(loss=loss.mean(), z=z, terms=terms, recon=recon)

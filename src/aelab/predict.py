@@ -1,0 +1,447 @@
+"""Inference on a trained model: one :class:`Predictor` for the server, the reports and Python users.
+
+    p = Predictor.from_run("runs/vae-mnist5k")
+    z = p.encode(images)            # (N, latent_dim): the code the decoder receives (a VAE's posterior mean)
+    x = p.decode(z)                 # (N, 1, 28, 28) in input space
+    x = p.sample(16)                # generative models only (p.can_sample)
+    strip = p.decode(p.interpolate(z[0], z[1], steps=8))
+
+A multimodal model reads and writes several modalities through one latent space. Its Predictor shows the
+image modality by default (``encode``, ``decode``, ``reconstruct`` and ``sample`` are about images, as for
+any other model); ``modality=`` picks another, and text has its own verbs::
+
+    p.modalities                    # ("image", "audio", "text")
+    z = p.encode(recordings, modality="audio")
+    z = p.encode_text(["seven", "3"])             # strings to codes
+    p.decode_text(z)                # codes to strings: ["seven", "three"]
+    images = p.decode(p.text_codes("seven", n=8, seed=0))   # images generated from a word
+
+The run folder also keeps what a latent-space explorer needs and should not recompute on every start:
+``latent_stats.json`` (per-dimension mean, std, min and max of the test codes, the class names) written by
+:func:`write_latent_stats`, and the 2-D map of the test codes, ``projection-<method>.npz``, written by
+:func:`write_projection`. Both are stale (and recomputed by :func:`ensure_latent_files`) once the weights
+are newer than they are.
+"""
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
+
+from .data import Dataset
+from .data.multimodal import decode_text as text_of_ids, encode_text as ids_of_text
+from .device import resolve_device
+from .errors import AelabError
+from .io import atomic_write_bytes, atomic_write_text
+from .models.base import eval_mode, model_device
+from .runfolder import CHECKPOINT, MODEL, Run, open_run
+
+logger = logging.getLogger(__name__)
+
+LATENT_STATS = "latent_stats.json"
+PROJECTION = "projection-{method}.npz"
+MAP_METHODS = ("tsne", "pca")  # "direct" is used instead of either when the codes are 2-D
+MAX_MAP_POINTS = 20_000  # test codes on the map at most (a seeded subset beyond): t-SNE is O(N log N) per step
+TSNE_STEPS = 500  # as aelab.viz.latent: half sklearn's default, a map as good by the 5-NN accuracy of its points
+TSNE_PCA_DIMS = 50  # codes wider than this are reduced by PCA before t-SNE
+BATCH = 1024  # samples per forward pass
+
+
+class Predictor:
+    """A trained model ready for inference: on its device, in eval mode, one call at a time, no gradients.
+
+    Inputs may be uint8 (0..255, scaled to [0, 1]) or float, numpy arrays or tensors, one sample
+    (``input_shape``) or a batch (N, ``*input_shape``); they are run in batches of ``batch_size``.
+    Every result is a float32 tensor on the CPU, batched: (N, latent_dim) codes, (N, ``*input_shape``) outputs.
+    """
+
+    def __init__(self, model: torch.nn.Module, *, device: str | torch.device | None = None,
+                 batch_size: int = BATCH, run: Run | None = None):
+        self.device = model_device(model) if device is None else torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.run = run  # the run folder it came from, when it did
+        self.batch_size = int(batch_size)
+        self.name = getattr(model, "spec", {}).get("name", getattr(model, "name", type(model).__name__))
+        self.latent_dim = int(model.latent_dim)
+        # The modality shown and decoded: the model's own for a one-modality model, the image for a multimodal one.
+        modalities = getattr(model, "modalities", None) or {}
+        self.modality = getattr(model, "modality", None) or ("image" if "image" in modalities else next(iter(modalities)))
+        spec = modalities.get(self.modality)
+        self.input_shape = tuple(spec.shape) if spec is not None else tuple(model.input_shape)
+        self.specs = dict(modalities)  # {modality: Modality}; empty for a one-modality model
+        self.modalities = tuple(modalities) or (self.modality,)
+        self.multimodal = bool(getattr(model, "multimodal", False))  # several modalities, one latent space
+        # a prior to sample from: a variational model (a multimodal one unless its fusion is deterministic)
+        self.can_sample = callable(getattr(model, "sample", None)) and getattr(model, "variational", True)
+        self._lock = threading.Lock()  # torch already spreads one call over every core: serve calls in turn
+
+    @classmethod
+    def from_run(cls, path: str | Path, device: str = "auto", batch_size: int = BATCH) -> "Predictor":
+        """The model of a run folder (weights loaded with ``weights_only``), on ``device`` ("auto": CUDA when present)."""
+        run = open_run(path)
+        return cls(run.model, device=resolve_device(device), batch_size=batch_size, run=run)
+
+    def __repr__(self) -> str:
+        return (f"Predictor({self.name!r}, latent_dim={self.latent_dim}, input_shape={self.input_shape}, "
+                f"device='{self.device}')")
+
+    # ------------------------------------------------------------------ inputs
+    def _modality(self, modality: str | None) -> str:
+        if modality is None:
+            return self.modality
+        if modality not in self.modalities:
+            raise AelabError(f"the {self.name} model has no modality '{modality}'; it has {', '.join(self.modalities)}")
+        return modality
+
+    def _is_text(self, modality: str) -> bool:
+        spec = self.specs.get(modality)
+        return spec is not None and spec.likelihood == "categorical"
+
+    def _shape(self, modality: str) -> tuple[int, ...]:
+        spec = self.specs.get(modality)
+        return tuple(spec.shape) if spec is not None else self.input_shape
+
+    def _inputs(self, x, modality: str | None = None) -> torch.Tensor:
+        """``x`` as a batch (N, *shape) of ``modality`` (default: the one shown) on the CPU: float32 with uint8
+        scaled to [0, 1]; symbol ids (int64) for text."""
+        modality = self._modality(modality)
+        if self._is_text(modality):
+            return self._ids(x, modality)
+        shape = self._shape(modality)
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+        if x.dtype == torch.uint8:
+            x = x.to(torch.float32) / 255.0
+        elif x.is_floating_point():
+            x = x.to(torch.float32)
+        else:
+            raise AelabError(f"inputs must be uint8 (0..255) or floats, got {x.dtype}; convert them first")
+        if tuple(x.shape) == shape:
+            x = x[None]
+        if tuple(x.shape[1:]) != shape:
+            what = f"{modality} inputs" if self.multimodal else "inputs"
+            raise AelabError(f"the {self.name} model reads {what} of shape {shape} (or a batch of them) "
+                             f"but got {tuple(x.shape)}; reshape the data")
+        if not torch.isfinite(x).all():
+            raise AelabError("the inputs hold NaN or infinite values; remove or replace them")
+        return x
+
+    def _ids(self, x, modality: str) -> torch.Tensor:
+        """Text as int64 symbol ids (N, L): strings are encoded, ids checked against the vocabulary."""
+        spec = self.specs[modality]
+        if isinstance(x, str):
+            x = [x]
+        if isinstance(x, (list, tuple)) and all(isinstance(s, str) for s in x):
+            return ids_of_text(list(x), length=spec.shape[0])
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+        if x.is_floating_point() or x.dtype == torch.bool:
+            raise AelabError(f"{modality} inputs are integer symbol ids (or strings), got {x.dtype}")
+        x = x.to(torch.int64)
+        if tuple(x.shape) == tuple(spec.shape):
+            x = x[None]
+        if tuple(x.shape[1:]) != tuple(spec.shape):
+            raise AelabError(f"the {self.name} model reads {modality} of shape {tuple(spec.shape)} (or a batch of "
+                             f"them) but got {tuple(x.shape)}; encode the strings with encode_text")
+        if x.numel() and (x.min() < 0 or x.max() >= spec.vocab):
+            raise AelabError(f"{modality} symbol ids must lie in 0..{spec.vocab - 1}, "
+                             f"got {int(x.min())}..{int(x.max())}")
+        return x
+
+    def _codes_in(self, z) -> torch.Tensor:
+        z = torch.as_tensor(z, dtype=torch.float32)
+        if z.dim() == 1:
+            z = z[None]
+        if z.dim() != 2 or z.shape[1] != self.latent_dim:
+            raise AelabError(f"codes must have {self.latent_dim} values each (shape (N, {self.latent_dim})), "
+                             f"got shape {tuple(z.shape)}")
+        if not torch.isfinite(z).all():
+            raise AelabError("the codes hold NaN or infinite values; give finite numbers")
+        return z
+
+    def _batched(self, fn, x: torch.Tensor) -> torch.Tensor:
+        out = []
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(x), self.batch_size):
+                y = fn(x[start:start + self.batch_size].to(self.device))
+                out.append((y.float() if y.is_floating_point() else y).cpu())  # text stays int64 ids
+        return torch.cat(out) if out else torch.empty(0)
+
+    def _decoded(self, z: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        out = self.model.decode(z)
+        return out[modality or self.modality] if isinstance(out, dict) else out
+
+    # ------------------------------------------------------------------ verbs
+    def encode(self, x, modality: str | None = None) -> torch.Tensor:
+        """(N, latent_dim) codes: what the decoder receives (the posterior mean for a variational model).
+        ``modality``: which modality ``x`` is, for a multimodal model (default: the one shown, the image)."""
+        modality = self._modality(modality)
+        x = self._inputs(x, modality)
+        return self._batched(lambda b: self.model.codes({modality: b}).flatten(1), x)
+
+    def decode(self, z, modality: str | None = None) -> torch.Tensor:
+        """Codes (N, latent_dim) or one code (latent_dim,) to outputs (N, *input_shape) in input space
+        (``modality``: which of a multimodal model's outputs; text comes as int64 ids, see decode_text)."""
+        modality = self._modality(modality)
+        return self._batched(lambda b: self._decoded(b, modality), self._codes_in(z))
+
+    def reconstruct(self, x) -> torch.Tensor:
+        """decode(encode(x)), in one pass per batch."""
+        x = self._inputs(x)
+        return self._batched(lambda b: self._decoded(self.model.codes({self.modality: b}).flatten(1)), x)
+
+    # ------------------------------------------------------------------ text (multimodal models with text)
+    def _text_modality(self) -> str:
+        for m in self.modalities:
+            if self._is_text(m):
+                return m
+        raise AelabError(f"the {self.name} model reads no text; train a multimodal model with --modalities "
+                         f"image,text")
+
+    def encode_text(self, texts) -> torch.Tensor:
+        """Strings (one or a list) to their codes (N, latent_dim); characters outside the model's alphabet
+        or strings too long for it are an AelabError."""
+        return self.encode(texts, modality=self._text_modality())
+
+    def decode_text(self, z) -> list[str]:
+        """Codes (N, latent_dim) or one code to the strings the text decoder writes for them."""
+        return text_of_ids(self.decode(z, modality=self._text_modality()))
+
+    def text_codes(self, text: str, n: int = 1, seed: int | None = None) -> torch.Tensor:
+        """(n, latent_dim) codes for one string: its code (the posterior mean) first, then n - 1 drawn from the
+        posterior q(z | text), so ``decode`` of them shows what the model imagines for the text. A model
+        without a posterior (fusion "shared") gives the one code only."""
+        if not isinstance(text, str):
+            raise AelabError(f"text_codes takes one string, got {type(text).__name__}")
+        if n < 1:
+            raise AelabError(f"the number of codes must be at least 1, got {n}")
+        modality = self._text_modality()
+        ids = self._inputs(text, modality)
+        with self._lock, torch.inference_mode():
+            batch = {modality: ids.to(self.device)}
+            if not getattr(self.model, "variational", False) or n == 1:
+                return self.model.codes(batch).float().cpu()
+            posterior = self.model.posterior(batch)
+            mean, std = posterior.mean.float().cpu(), posterior.std.float().cpu()
+        generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        noise = torch.randn(n - 1, self.latent_dim, generator=generator)
+        return torch.cat([mean, mean + std * noise])
+
+    def sample(self, n: int, seed: int | None = None) -> torch.Tensor:
+        """``n`` new outputs decoded from codes drawn from the model's prior (generative models only)."""
+        if not self.can_sample:
+            raise AelabError(f"the {self.name} model has no prior to sample from; train a vae or conv-vae")
+        if n < 1:
+            raise AelabError(f"the number of samples must be at least 1, got {n}")
+        generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        with self._lock, torch.inference_mode():
+            out = self.model.sample(int(n), generator=generator)
+        out = out[self.modality] if isinstance(out, dict) else out
+        return out.float().cpu()
+
+    def interpolate(self, a, b, steps: int = 10) -> torch.Tensor:
+        """(steps, latent_dim) codes evenly spaced on the line from code ``a`` to code ``b`` (both ends included);
+        ``decode`` them for the images. Encode two inputs first to interpolate between them."""
+        if steps < 2:
+            raise AelabError(f"an interpolation needs at least 2 steps, got {steps}")
+        za, zb = self._codes_in(a), self._codes_in(b)
+        if len(za) != 1 or len(zb) != 1:
+            raise AelabError("interpolate takes one code at each end; pass z[i], not a batch")
+        t = torch.linspace(0, 1, steps)[:, None]
+        return (1 - t) * za + t * zb
+
+
+# ---------------------------------------------------------------------------------------------- run files
+def _is_fresh(path: Path, run_dir: Path) -> bool:
+    """True when ``path`` exists and no weights of the run are newer than it."""
+    if not path.is_file():
+        return False
+    weights = [p for p in (run_dir / MODEL, run_dir / CHECKPOINT) if p.is_file()]
+    return not any(p.stat().st_mtime > path.stat().st_mtime for p in weights)
+
+
+def latent_stats(codes: torch.Tensor, classes: list[str] | None = None, dataset: str = "") -> dict:
+    """Per-dimension ``mean``, ``std``, ``min`` and ``max`` of codes (N, D), with the class names: what the
+    explorer's sliders need."""
+    codes = torch.as_tensor(codes, dtype=torch.float64)
+    if codes.dim() != 2 or len(codes) == 0:
+        raise AelabError(f"codes must be a non-empty (N, D) array, got shape {tuple(codes.shape)}")
+    return {"dataset": dataset, "count": len(codes), "latent_dim": codes.shape[1],
+            "mean": codes.mean(0).tolist(), "std": codes.std(0, unbiased=False).tolist(),
+            "min": codes.min(0).values.tolist(), "max": codes.max(0).values.tolist(),
+            "classes": list(classes) if classes else None}
+
+
+def encode_test_set(predictor: Predictor, data: Dataset) -> torch.Tensor:
+    """The codes of ``data``'s test set, (N, latent_dim)."""
+    x = data.inputs("test")[predictor.modality] if data.is_multimodal else data.x_test
+    return predictor.encode(x)
+
+
+def write_latent_stats(run_dir: str | Path, model, data: Dataset, codes: torch.Tensor | None = None) -> Path:
+    """Write ``RUN/latent_stats.json`` from the test codes of ``data`` (computed with ``model`` unless
+    ``codes`` are given) and return its path. Called at the end of training; fast (one pass over the test set)."""
+    run_dir = Path(run_dir)
+    if codes is None and isinstance(model, Predictor):
+        codes = encode_test_set(model, data)
+    elif codes is None:
+        with eval_mode(model):  # the trainer's model goes back to the mode it was in
+            codes = encode_test_set(Predictor(model), data)
+    path = run_dir / LATENT_STATS
+    atomic_write_text(path, json.dumps(latent_stats(codes, data.classes, data.name), indent=1) + "\n")
+    return path
+
+
+def read_latent_stats(run_dir: str | Path) -> dict | None:
+    """``RUN/latent_stats.json``, or None when missing, unreadable or older than the weights."""
+    path = Path(run_dir) / LATENT_STATS
+    if not _is_fresh(path, Path(run_dir)):
+        return None
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return values if isinstance(values, dict) and "mean" in values else None
+
+
+@dataclass
+class Projection:
+    """The 2-D map of test codes: ``points[i]`` is where test item ``index[i]`` lies.
+
+    For a linear map (``pca``, or ``direct`` for 2-D codes) a map position (x, y) is the code
+    ``origin + x * axes[0] + y * axes[1]``, so any position can be decoded; a t-SNE map has no such inverse.
+    """
+
+    points: np.ndarray  # (M, 2) float32
+    index: np.ndarray  # (M,) int64, ascending rows of the test set
+    method: str  # "tsne", "pca" or "direct"
+    axis_labels: tuple[str, str]
+    origin: np.ndarray | None = None  # (D,) for a linear map
+    axes: np.ndarray | None = None  # (2, D) for a linear map
+    seconds: float = 0.0
+
+    @property
+    def linear(self) -> bool:
+        return self.axes is not None
+
+
+def project_codes(codes, method: str = "tsne", max_points: int = MAX_MAP_POINTS, seed: int = 0) -> Projection:
+    """Codes (N, D) to a 2-D :class:`Projection` with ``method`` ("tsne" or "pca"; the codes themselves when
+    D is 2). Beyond ``max_points`` codes, a seeded subset is mapped."""
+    if method not in MAP_METHODS:
+        raise AelabError(f"unknown map '{method}'; choose one of: {', '.join(MAP_METHODS)}")
+    z = np.asarray(torch.as_tensor(codes, dtype=torch.float32).numpy())
+    if z.ndim != 2 or len(z) < 2:
+        raise AelabError(f"the map needs at least 2 codes of shape (N, D), got shape {z.shape}")
+    index = np.arange(len(z))
+    if len(z) > max_points:
+        index = np.sort(np.random.default_rng(seed).choice(len(z), size=max_points, replace=False))
+    z, d, t0 = z[index], z.shape[1], time.perf_counter()
+    if d <= 2:
+        eye = np.eye(2, d, dtype=np.float32)  # (2, D): a 1-D code is drawn on a line
+        return Projection(z @ eye.T, index, "direct", ("z1", "z2" if d == 2 else ""), np.zeros(d, np.float32), eye)
+    if method == "pca" or len(z) < 5:  # t-SNE needs a handful of neighbours
+        pca = PCA(2, random_state=seed).fit(z)
+        ratio = pca.explained_variance_ratio_
+        return Projection(pca.transform(z).astype(np.float32), index, "pca",
+                          (f"PC 1 ({ratio[0]:.0%} of variance)", f"PC 2 ({ratio[1]:.0%} of variance)"),
+                          pca.mean_.astype(np.float32), pca.components_.astype(np.float32), time.perf_counter() - t0)
+    if d > TSNE_PCA_DIMS:
+        z = PCA(TSNE_PCA_DIMS, random_state=seed).fit_transform(z)
+    steps = {"max_iter" if "max_iter" in inspect.signature(TSNE).parameters else "n_iter": TSNE_STEPS}
+    tsne = TSNE(2, perplexity=min(30.0, (len(z) - 1) / 3), init="pca", learning_rate="auto", random_state=seed,
+                **steps)
+    with threadpool_limits(1, user_api="openmp"):  # the same map on every machine (see aelab.viz.latent)
+        points = tsne.fit_transform(z)
+    return Projection(np.asarray(points, np.float32), index, "tsne", ("t-SNE 1", "t-SNE 2"),
+                      seconds=time.perf_counter() - t0)
+
+
+def write_projection(run_dir: str | Path, projection: Projection, method: str) -> Path:
+    """Cache ``projection`` (asked for as ``method``) in ``RUN/projection-<method>.npz``; returns the path."""
+    arrays = {"points": projection.points, "index": projection.index, "method": np.array(projection.method),
+              "axis_labels": np.array(projection.axis_labels), "seconds": np.array(projection.seconds)}
+    if projection.linear:
+        arrays.update(origin=projection.origin, axes=projection.axes)
+    path = Path(run_dir) / PROJECTION.format(method=method)
+    buffer = io.BytesIO()  # the standard library's io; aelab.io writes it atomically
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def read_projection(run_dir: str | Path, method: str) -> Projection | None:
+    """The cached map of ``RUN/projection-<method>.npz``, or None when missing, unreadable or stale."""
+    path = Path(run_dir) / PROJECTION.format(method=method)
+    if not _is_fresh(path, Path(run_dir)):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            linear = "axes" in f.files
+            return Projection(f["points"].astype(np.float32), f["index"].astype(np.int64), str(f["method"]),
+                              tuple(str(s) for s in f["axis_labels"]),
+                              f["origin"].astype(np.float32) if linear else None,
+                              f["axes"].astype(np.float32) if linear else None, float(f["seconds"]))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_count(data: Dataset) -> int:
+    """The number of test items of ``data`` (of any of its modalities: the rows are aligned)."""
+    x = data.x_test
+    return len(next(iter(x.values())) if isinstance(x, dict) else x)
+
+
+def _matches(stats: dict | None, projection: Projection | None, predictor: Predictor, data: Dataset, n: int):
+    """The cached statistics and map, each kept only when it describes this model's codes of these test items."""
+    if stats is not None and (stats.get("count") != n or stats.get("latent_dim") != predictor.latent_dim
+                              or stats.get("dataset") != data.name):
+        stats = None
+    if projection is not None and (len(projection.index) != min(n, MAX_MAP_POINTS)
+                                   or (len(projection.index) and int(projection.index.max()) >= n)):
+        projection = None
+    return stats, projection
+
+
+def ensure_latent_files(predictor: Predictor, data: Dataset, method: str = "tsne", log=None) -> tuple[dict, Projection]:
+    """The run's latent statistics and map, read from its folder, or computed now and cached there when
+    missing, stale (older than the weights) or made from other test data. A folder that cannot be written
+    (read-only) only costs the cache: the values are still returned. ``log`` gets a line before a
+    computation that takes a while."""
+    if predictor.run is None:
+        raise AelabError("ensure_latent_files needs a Predictor made with Predictor.from_run")
+    run_dir, n = Path(predictor.run.path), test_count(data)
+    stats, projection = _matches(read_latent_stats(run_dir), read_projection(run_dir, method), predictor, data, n)
+    if stats is not None and projection is not None:
+        return stats, projection
+    codes = encode_test_set(predictor, data)
+    if stats is None:
+        stats = latent_stats(codes, data.classes, data.name)
+        _cache(lambda: write_latent_stats(run_dir, predictor, data, codes=codes))
+    if projection is None:
+        if log and method == "tsne" and predictor.latent_dim > 2:
+            log(f"t-SNE map of {min(n, MAX_MAP_POINTS):,} test codes (once; cached in {run_dir}) ...")
+        projection = project_codes(codes, method)
+        _cache(lambda: write_projection(run_dir, projection, method))
+    return stats, projection
+
+
+def _cache(write) -> None:
+    try:
+        write()
+    except AelabError as exc:
+        logger.warning("not cached: %s", exc)
+
+
+__all__ = ["LATENT_STATS", "MAP_METHODS", "PROJECTION", "Predictor", "Projection", "ensure_latent_files",
+           "latent_stats", "project_codes", "read_latent_stats", "read_projection", "encode_test_set", "test_count",
+           "write_latent_stats", "write_projection"]

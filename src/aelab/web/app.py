@@ -1,0 +1,429 @@
+"""The explorer's web app (FastAPI): the page, its assets and a JSON API, documented at ``/openapi.json``.
+
+Routes (a contract: scripts rely on these; every ``/api`` route takes ``?run=NAME`` when several runs are served):
+
+=============================  ====================================================================
+``GET /``                      the page (``static/index.html``; its script and style from ``/static/``)
+``GET /api/runs``              ``{"runs": [{"name", "model", "dataset", "latent_dim"}], "default": name}``
+``GET /api/info``              ``{"model", "latent_dim", "dataset", "classes", "map", "stats", "limits", ...}``
+``GET /api/points``            ``{"points": [{"x", "y", "label", "index"}, ...]}``: the test codes' 2-D map
+``GET /api/items/{index}``     test item ``index``: ``{"image", "reconstruction", "z", "label", "class"}``; for a
+                               multimodal run also ``"word"`` (decoded from the image's code), ``"text"`` (the
+                               item's own) and ``"nearest_recordings"``: ``[{"digit", "row", "recording",
+                               "distance"}, ...]`` (with audio: the test recordings nearest the image's code)
+``GET /api/images/{index}``    test item ``index``'s image as a PNG (the map's hover preview)
+``POST /api/encode``           ``{"index": int}`` -> ``{"z": [float, ...]}``
+``POST /api/decode``           ``{"z": [float, ...]}`` (latent_dim values) -> ``{"image": "data:image/png;base64,..."}``
+``POST /api/interpolate``      ``{"a": int, "b": int, "steps": int}`` -> ``{"z": [[...], ...], "images": [...]}``
+``POST /api/sample``           ``{"n": int, "seed": int | null}`` -> ``{"images": [...]}`` (generative models)
+``POST /api/text``             ``{"text": str, "n": int, "seed": int | null}`` -> ``{"text", "word", "z": [[...]],
+                               "images": [...]}``: images generated from a text (multimodal runs with text; 400
+                               for the others): the first decoded from the text's code, the rest from codes
+                               drawn from q(z | text); ``word``: what the text decoder reads back
+=============================  ====================================================================
+
+A multimodal run is shown through its image modality: the map, ``/api/encode`` and ``/api/decode`` are about
+its images' codes (``/api/info``'s ``map_modality`` says which; ``modalities``, ``text`` and ``recordings``
+describe the rest).
+``GET /files/{name}``          one of the run's own files listed in ``/api/info``'s ``files`` (its report, figures)
+
+Every request is validated; a bad one gets a JSON ``{"detail": ...}`` with a 4xx status and no traceback.
+Request bodies are bounded (:data:`LIMITS`); no part of a request path ever becomes a file-system path:
+assets are looked up by name in a table made when the app starts, a run's files by name in the listing of
+its folder (plain files directly in it), runs by name among those served. Run files are sent with a
+sandboxing content policy (no script), the page with one that allows nothing from elsewhere.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from ..data import Dataset
+from ..data.multimodal import ALPHABET, TEXT_LENGTH
+from ..errors import AelabError
+from .views import RunView, find_runs
+
+logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                 ".css": "text/css; charset=utf-8", ".png": "image/png", ".json": "application/json",
+                 ".jsonl": "text/plain; charset=utf-8", ".csv": "text/csv; charset=utf-8",
+                 ".md": "text/plain; charset=utf-8"}
+LIMITS = {
+    "max_abs": 1e4,  # |z| of a code sent to /api/decode; trained codes are far inside this
+    "max_latent": 4096,  # values in one code before its length is checked against the run's latent_dim
+    "max_body": 256 * 1024,  # bytes of a request body
+    "max_steps": 64,  # codes in one interpolation
+    "max_samples": 64,  # images in one /api/sample or /api/text answer
+    "max_text": TEXT_LENGTH,  # characters of a text sent to /api/text
+}
+# the characters a text may hold (the text modality's alphabet), as a JSON-schema pattern
+TEXT_PATTERN = "^[" + "".join("\\" + c if c in "-\\]^[" else c for c in ALPHABET) + "]*$"
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                                 b"object-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+# A run's own files (its self-contained report: inline CSS, embedded PNGs) are shown as documents with no
+# script at all, in a sandbox, whatever they hold; this replaces the page's policy for them.
+RUN_FILE_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox; frame-ancestors 'none'"
+
+Coordinate = Annotated[float, Field(ge=-LIMITS["max_abs"], le=LIMITS["max_abs"], allow_inf_nan=False)]
+Index = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+# ---------------------------------------------------------------------------------------------- schemas
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class DecodeRequest(Strict):
+    z: list[Coordinate] = Field(min_length=1, max_length=LIMITS["max_latent"], description="one code, latent_dim values")
+
+
+class EncodeRequest(Strict):
+    index: Index = Field(description="a test item, 0 <= index < test_count")
+
+
+class InterpolateRequest(Strict):
+    a: Index = Field(description="the test item at the start")
+    b: Index = Field(description="the test item at the end")
+    steps: int = Field(8, ge=2, le=LIMITS["max_steps"], description="codes on the line, both ends included")
+
+
+class SampleRequest(Strict):
+    n: int = Field(8, ge=1, le=LIMITS["max_samples"])
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="the same seed gives the same images")
+
+
+class TextRequest(Strict):
+    text: str = Field(min_length=1, max_length=LIMITS["max_text"], pattern=TEXT_PATTERN,
+                      description="a word or a few: letters, digits, spaces and ()-.,'")
+    n: int = Field(8, ge=1, le=LIMITS["max_samples"], description="images: the text's code, then codes drawn "
+                                                                   "from q(z | text)")
+    seed: int | None = Field(0, ge=0, le=2**32 - 1, description="the same seed gives the same images")
+
+
+class ImageAnswer(BaseModel):
+    image: str = Field(description="a PNG as a data: URL")
+
+
+class CodeAnswer(BaseModel):
+    z: list[float]
+
+
+class Point(BaseModel):
+    x: float
+    y: float
+    label: int = Field(description="the class index, -1 when the dataset has no labels")
+    index: int = Field(description="the test item")
+
+
+class PointsAnswer(BaseModel):
+    points: list[Point]
+
+
+class Recording(BaseModel):
+    digit: int = Field(description="the digit spoken")
+    row: int = Field(description="a test item paired with this recording")
+    recording: int | None = Field(description="its index in the FSDD file, when known")
+    distance: float = Field(description="from the image's code, in the shared latent space")
+
+
+class ItemAnswer(BaseModel):
+    index: int
+    label: int
+    class_: str | None = Field(alias="class")
+    image: str
+    reconstruction: str
+    z: list[float]
+    word: str | None = Field(None, description="multimodal runs with text: the text decoded from the image's code")
+    text: str | None = Field(None, description="multimodal runs with text: the item's own text")
+    nearest_recordings: list[Recording] | None = Field(
+        None, description="multimodal runs with audio: the test recordings whose codes lie nearest the image's")
+
+
+class ImagesAnswer(BaseModel):
+    images: list[str]
+
+
+class InterpolateAnswer(ImagesAnswer):
+    z: list[list[float]]
+
+
+class TextAnswer(InterpolateAnswer):
+    text: str
+    word: str = Field(description="what the text decoder writes for the text's code")
+
+
+class RunSummary(BaseModel):
+    name: str
+    model: str
+    dataset: str
+    latent_dim: int
+
+
+class RunsAnswer(BaseModel):
+    runs: list[RunSummary]
+    default: str
+
+
+class InfoAnswer(RunSummary):
+    model_config = ConfigDict(extra="allow")
+    run: str
+    classes: list[str] | None
+    input_shape: list[int]
+    can_sample: bool
+    test_count: int
+    map: dict
+    stats: dict
+    limits: dict
+
+
+class ErrorAnswer(BaseModel):
+    detail: str | list
+
+
+ERRORS = {code: {"model": ErrorAnswer} for code in (400, 404, 413, 422)}
+
+
+# ---------------------------------------------------------------------------------------------- middleware
+class Guard:
+    """Pure ASGI middleware: bounds request bodies (413, also for chunked ones without a length) and adds
+    the security headers to every answer."""
+
+    def __init__(self, app, max_body: int):
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and not length.isdigit():
+            return await self._refuse(send, 400, "the Content-Length header is not a number")
+        if length is not None and int(length) > self.max_body:
+            return await self._refuse(send, 413, f"the request body is over {self.max_body:,} bytes")
+        seen = 0
+
+        async def bounded_receive():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_body:  # FastAPI passes an HTTPException from reading the body through as it is
+                raise HTTPException(413, f"the request body is over {self.max_body:,} bytes")
+            return message
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = message.get("headers", [])
+                present = {name.lower() for name, _ in headers}  # a route's own policy stays the only one
+                message = {**message, "headers": [*headers, *(h for h in SECURITY_HEADERS if h[0] not in present)]}
+            await send(message)
+
+        await self.app(scope, bounded_receive, send_with_headers)
+
+    @staticmethod
+    async def _refuse(send, status: int, detail: str):
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                *SECURITY_HEADERS]})
+        await send({"type": "http.response.body", "body": body})
+
+
+# ---------------------------------------------------------------------------------------------- the app
+RunName = Annotated[str | None, Query(max_length=200, description="the run's name (see /api/runs); "
+                                                                  "default: the first")]
+
+
+def view_of(request: Request, run: RunName = None) -> RunView:
+    """The run a request asks for with ``?run=NAME`` (a key of the served runs, never a path), else the default."""
+    views = request.app.state.views
+    if run is None:
+        return views[request.app.state.default]
+    if run not in views:
+        raise HTTPException(404, "no run of that name is served; see /api/runs")
+    return views[run]
+
+
+View = Annotated[RunView, Depends(view_of)]
+
+
+def load_views(path: str | Path, data: Dataset | None = None, method: str = "tsne", device: str = "auto",
+               log=None, audio_data: str | None = None) -> dict[str, RunView]:
+    """A :class:`RunView` of the run folder ``path``, or of every run folder directly inside it, by name.
+    In a folder of runs, a run that cannot be shown (no weights yet, a dataset aelab cannot load) is left
+    out with a warning; an error only when none can."""
+    cache: dict = {}
+    views, skipped = {}, []
+    run_dirs = find_runs(path)
+    for run_dir in run_dirs:
+        if log:
+            log(f"loading {run_dir} ...")
+        try:
+            views[run_dir.name] = RunView.load(run_dir, data=data, method=method, device=device, cache=cache, log=log,
+                                               audio_data=audio_data)
+        except AelabError as exc:
+            if len(run_dirs) == 1:
+                raise
+            skipped.append(str(exc))
+            logger.warning("left out: %s", exc)
+    if not views:
+        raise AelabError(f"none of the {len(run_dirs)} runs in {path} can be shown; the first: {skipped[0]}")
+    return views
+
+
+def create_app(path: str | Path | None = None, *, views: dict[str, RunView] | None = None,
+               data: Dataset | None = None, method: str = "tsne", device: str = "auto",
+               allowed_hosts: list[str] | None = None, audio_data: str | None = None, log=logger.info) -> FastAPI:
+    """The explorer for the run folder ``path`` (or a folder of runs: the page then offers a picker).
+
+    ``data``: the dataset the run was trained on, for a run whose dataset aelab cannot load by name.
+    ``method``: the map of the test codes, "tsne" or "pca" (computed once and cached in the run folder).
+    ``audio_data``: the FSDD MFCC file ``digits.npz`` for multimodal runs with audio, when their config does not
+    say where it is and it is not in ``$AELAB_DATA_DIR/fsdd-mfcc/`` (as ``aelab train --audio-data``).
+    ``allowed_hosts``: Host headers answered (others get 400); None answers any (the command line passes
+    the loopback names when it listens on loopback, which keeps other web sites' pages from reaching it).
+    """
+    if views is None:
+        if path is None:
+            raise AelabError("create_app needs a run folder (path) or views")
+        views = load_views(path, data=data, method=method, device=device, log=log, audio_data=audio_data)
+    if not views:
+        raise AelabError("create_app needs at least one run to serve")
+    default = next(iter(views))
+    assets = {p.name: p.read_bytes() for p in STATIC.iterdir() if p.is_file() and p.suffix in CONTENT_TYPES}
+
+    app = FastAPI(title="aelab latent-space explorer", version="1", docs_url=None, redoc_url=None,
+                  description="Browse a trained autoencoder's latent space: the map of the test codes, "
+                              "decoding of any code, interpolations and samples.")
+    app.add_middleware(Guard, max_body=LIMITS["max_body"])
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    _add_error_handlers(app)
+    app.state.views, app.state.default = views, default
+
+    def item_index(view: RunView, index: int) -> int:
+        if index >= view.count:
+            raise HTTPException(422, f"index {index} is out of range: the test set has {view.count} items "
+                                     f"(0 to {view.count - 1})")
+        return index
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> Response:
+        return Response(assets["index.html"], media_type=CONTENT_TYPES[".html"])
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        if name not in assets:
+            raise HTTPException(404, "no such asset")
+        return Response(assets[name], media_type=CONTENT_TYPES[Path(name).suffix])
+
+    @app.get("/api/runs", response_model=RunsAnswer)
+    def runs() -> dict:
+        """The runs served, the one answered when ``?run=`` is not given first."""
+        return {"runs": [v.summary() for v in views.values()], "default": default}
+
+    @app.get("/api/info", response_model=InfoAnswer, responses=ERRORS)
+    def info(view: View) -> dict:
+        """The run: model, latent size, dataset, classes, the map's method (and its axes when linear), the
+        per-dimension statistics of the test codes, and the request limits."""
+        return view.info(LIMITS)
+
+    @app.get("/api/points", response_model=PointsAnswer, responses=ERRORS)
+    def points(view: View) -> Response:
+        """The 2-D map of the test codes, one point per test item."""
+        return Response(view.points_json, media_type="application/json")
+
+    @app.get("/api/items/{index}", response_model=ItemAnswer, response_model_exclude_unset=True, responses=ERRORS)
+    def item(view: View, index: Annotated[int, PathParam(ge=0, le=2**31 - 1)]) -> dict:
+        """Test item ``index``: its image, its reconstruction and its code."""
+        if index >= view.count:
+            raise HTTPException(404, f"no test item {index}; the test set has {view.count} items")
+        return view.item(index)
+
+    @app.get("/api/images/{index}", responses={200: {"content": {"image/png": {}}}, **ERRORS},
+             response_class=Response)
+    def image(view: View, index: Annotated[int, PathParam(ge=0, le=2**31 - 1)]) -> Response:
+        """Test item ``index``'s image as a PNG."""
+        if index >= view.count:
+            raise HTTPException(404, f"no test item {index}; the test set has {view.count} items")
+        return Response(view.input_png(index), media_type="image/png",
+                        headers={"cache-control": "max-age=3600"})
+
+    @app.post("/api/encode", response_model=CodeAnswer, responses=ERRORS)
+    def encode(view: View, body: EncodeRequest) -> dict:
+        """The code of test item ``index`` (a variational model's posterior mean)."""
+        return {"z": view.encode(item_index(view, body.index))}
+
+    @app.post("/api/decode", response_model=ImageAnswer, responses=ERRORS)
+    def decode(view: View, body: DecodeRequest) -> dict:
+        """The image the decoder makes of the code ``z``."""
+        latent = view.predictor.latent_dim
+        if len(body.z) != latent:
+            raise HTTPException(422, f"z has {len(body.z)} values but this run's codes have {latent}")
+        return {"image": view.decode([body.z])[0]}
+
+    @app.post("/api/interpolate", response_model=InterpolateAnswer, responses=ERRORS)
+    def interpolate(view: View, body: InterpolateRequest) -> dict:
+        """``steps`` codes on the line between the codes of test items ``a`` and ``b``, and their images."""
+        codes, images = view.interpolate(item_index(view, body.a), item_index(view, body.b), body.steps)
+        return {"z": codes, "images": images}
+
+    @app.post("/api/sample", response_model=ImagesAnswer, responses=ERRORS)
+    def sample(view: View, body: SampleRequest) -> dict:
+        """``n`` images decoded from codes drawn from the prior (generative models; 400 for the others)."""
+        if not view.predictor.can_sample:
+            raise HTTPException(400, f"the {view.predictor.name} model has no prior to sample from")
+        return {"images": view.sample(body.n, body.seed)}
+
+    @app.post("/api/text", response_model=TextAnswer, responses=ERRORS)
+    def text(view: View, body: TextRequest) -> dict:
+        """Images generated from a text (multimodal runs with text; 400 for the others)."""
+        if not view.has_text:
+            raise HTTPException(400, f"the run {view.name} has no text modality; serve a multimodal run trained "
+                                     f"with text (--modalities image,text)")
+        return view.from_text(body.text, body.n, body.seed)
+
+    @app.get("/files/{name}", include_in_schema=False)
+    def run_file(view: View, name: str) -> Response:
+        if name not in view.files():  # a name from the folder's own listing: never a path built from the request
+            raise HTTPException(404, "no such file in this run")
+        return Response((view.path / name).read_bytes(), media_type=CONTENT_TYPES[Path(name).suffix],
+                        headers={"content-security-policy": RUN_FILE_POLICY})
+
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes the input, which may hold NaN or infinities JSON cannot carry
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(AelabError)
+    async def user_error(request: Request, exc: AelabError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("error answering %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; see the server's log"}, status_code=500)

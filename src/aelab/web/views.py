@@ -1,0 +1,277 @@
+"""What the explorer serves about one run: its predictor, test set, latent statistics and map, as JSON and PNGs.
+
+A :class:`RunView` is built once when the server starts (the statistics and the 2-D map are read from the run
+folder, or computed there once, see :func:`aelab.predict.ensure_latent_files`); requests only read it.
+
+A multimodal run is shown through its image modality (the map is of the test images' codes, the sliders
+decode images); with text it also turns words into images and images into words, and with audio it finds
+the test recordings whose codes lie nearest an image's code in the shared space (:class:`Recordings`).
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import DATASETS, Dataset, as_float, load_dataset
+from ..data.multimodal import ALPHABET, decode_text
+from ..errors import AelabError
+from ..predict import Predictor, Projection, ensure_latent_files
+from ..registry import is_multimodal
+from ..runfolder import CONFIG, load_run_data
+
+SERVED_SUFFIXES = (".html", ".png", ".json", ".jsonl", ".csv", ".md")  # run files the page may link to
+NEAREST = 5  # recordings listed beside a multimodal run's image
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """A PNG file of 8-bit pixels (H, W) (grey) or (H, W, 3) (RGB): the format's four required parts, no more."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    h, w = pixels.shape[:2]
+    colour = 0 if pixels.ndim == 2 else 2
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    rows = b"".join(b"\x00" + row.tobytes() for row in pixels)  # filter type 0 (none) before each row
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows, 6)) + chunk(b"IEND", b""))
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def as_pixels(x: torch.Tensor, lo: float, hi: float) -> np.ndarray:
+    """One sample in input space to 8-bit pixels: an image (C, H, W) with 1 or 3 channels as it is, a 2-D
+    array as a grey image, anything else as a near-square grey grid; values from [lo, hi] to 0..255."""
+    x = x.detach().float().cpu()
+    if x.dim() == 3 and x.shape[0] in (1, 3):
+        x = x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)
+    elif x.dim() != 2:
+        flat = x.flatten()
+        width = math.ceil(math.sqrt(len(flat)))
+        x = torch.cat([flat, flat.new_full((width * width - len(flat),), lo)]).view(width, width)
+        x = x[:math.ceil(len(flat) / width)]
+    scaled = (x - lo) / max(hi - lo, 1e-12)
+    return (scaled.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def find_runs(path: str | Path) -> list[Path]:
+    """The run folders to serve: ``path`` itself when it is a run, else the run folders directly inside it."""
+    path = Path(path)
+    if not path.is_dir():
+        raise AelabError(f"{path} is not a folder; give a run folder made by aelab train (or a folder of them)")
+    if (path / CONFIG).is_file():
+        return [path]
+    runs = sorted(p for p in path.iterdir() if p.is_dir() and (p / CONFIG).is_file())
+    if not runs:
+        raise AelabError(f"{path} is not a run folder (no {CONFIG}) and holds none; give the folder aelab train wrote")
+    return runs
+
+
+def run_dataset(run_dir: Path, config, cache: dict, audio_data: str | None = None) -> Dataset:
+    """The dataset a run was trained on, loaded by its name (once per name and folder, shared via ``cache``);
+    for a multimodal run, its paired data rebuilt from its config (:func:`aelab.runfolder.load_run_data`),
+    its spoken digits read from ``audio_data`` when given (else where the config or the defaults say)."""
+    name, data_dir = config.dataset, config.data_dir
+    if is_multimodal(config.model):
+        if audio_data is not None:
+            config = copy.copy(config)
+            config.audio_data = str(audio_data)
+        key = ("multimodal", name, data_dir, config.modalities, config.audio_data, config.seed)
+        if key not in cache:
+            cache[key] = load_run_data(config)
+        return cache[key]
+    if name not in DATASETS and not str(name).lower().endswith(".npy"):
+        raise AelabError(f"{run_dir} was trained on '{name}', which aelab cannot load by name; serve it from "
+                         f"Python: aelab.web.create_app(run_dir, data=your_dataset)")
+    key = (name, data_dir)
+    if key not in cache:
+        cache[key] = load_dataset(name, data_dir)
+    return cache[key]
+
+
+@dataclass
+class Recordings:
+    """A multimodal run's distinct test recordings: their codes in the shared space, to find the ones nearest
+    any code. ``rows[i]`` is a test row paired with recording ``i``; ``ids`` its index in the FSDD file (when
+    the data says)."""
+
+    codes: torch.Tensor  # (R, latent_dim)
+    digits: np.ndarray  # (R,) int64, -1 when unknown
+    rows: np.ndarray  # (R,) int64
+    ids: np.ndarray | None  # (R,) int64
+
+    @classmethod
+    def of(cls, predictor: Predictor, data: Dataset, labels: np.ndarray) -> "Recordings":
+        audio = data.x_test["audio"]
+        n = len(audio)
+        pairing = (data.meta or {}).get("pairing", {}).get("test", {}).get("audio")
+        if pairing is not None and len(pairing) == n:  # rows share recordings: one entry per recording
+            ids, rows = np.unique(np.asarray(pairing, np.int64), return_index=True)
+        else:
+            _, rows = np.unique(audio.reshape(n, -1).cpu().numpy(), axis=0, return_index=True)
+            ids = None
+        rows = np.sort(rows) if ids is None else rows
+        codes = predictor.encode(audio[torch.as_tensor(rows)], modality="audio")
+        return cls(codes, labels[rows], rows.astype(np.int64), ids)
+
+    def nearest(self, z: torch.Tensor, k: int = NEAREST) -> list[dict]:
+        """The ``k`` recordings whose codes are nearest ``z`` (latent_dim,), nearest first (Euclidean)."""
+        distance = torch.cdist(z.reshape(1, -1).float(), self.codes)[0]
+        order = torch.argsort(distance)[:k].tolist()
+        return [{"digit": int(self.digits[i]), "row": int(self.rows[i]),
+                 "recording": int(self.ids[i]) if self.ids is not None else None,
+                 "distance": round(float(distance[i]), 4)} for i in order]
+
+
+@dataclass
+class RunView:
+    """One run as the explorer sees it. ``x`` are the test inputs (as stored: uint8 images stay uint8)."""
+
+    name: str
+    path: Path
+    predictor: Predictor
+    x: torch.Tensor  # (N, *input_shape) test inputs
+    labels: np.ndarray  # (N,) int64, -1 where the dataset has no labels
+    classes: list[str] | None
+    dataset: str
+    stats: dict
+    projection: Projection
+    lo: float = 0.0  # input-space values drawn black ...
+    hi: float = 1.0  # ... and white
+    texts: list[str] | None = None  # a multimodal run with text: each test row's paired text
+    recordings: Recordings | None = None  # a multimodal run with audio: its test recordings' codes
+
+    @classmethod
+    def load(cls, run_dir: str | Path, name: str | None = None, data: Dataset | None = None, method: str = "tsne",
+             device: str = "auto", cache: dict | None = None, log=None, audio_data: str | None = None) -> "RunView":
+        run_dir = Path(run_dir)
+        predictor = Predictor.from_run(run_dir, device=device)
+        if data is None:
+            data = run_dataset(run_dir, predictor.run.config, {} if cache is None else cache, audio_data)
+        if data.is_multimodal != predictor.multimodal or (
+                data.is_multimodal and any(m not in data.x_test for m in predictor.modalities)):
+            raise AelabError(f"the data given holds {', '.join(data.modalities)} but {run_dir}'s model reads "
+                             f"{', '.join(predictor.modalities)}; give the dataset the run was trained on")
+        x = (data.x_test[predictor.modality] if data.is_multimodal else data.x_test).cpu()
+        if tuple(x.shape[1:]) != predictor.input_shape:
+            raise AelabError(f"the data given has inputs of shape {tuple(x.shape[1:])} but {run_dir}'s "
+                             f"model reads {predictor.input_shape}; give the dataset the run was trained on")
+        stats, projection = ensure_latent_files(predictor, data, method, log=log)
+        n = len(x)
+        labels = data.y_test.cpu().numpy().astype(np.int64) if data.y_test is not None else np.full(n, -1, np.int64)
+        bounded = data.bounded if not data.is_multimodal else (
+            x.dtype == torch.uint8 or (float(x.min()) >= 0.0 and float(x.max()) <= 1.0))
+        lo, hi = (0.0, 1.0) if bounded else (float(x.min()), float(x.max()))
+        texts = recordings = None
+        if data.is_multimodal and "text" in predictor.modalities:
+            texts = decode_text(data.x_test["text"])
+        if data.is_multimodal and "audio" in predictor.modalities and predictor.modality != "audio":
+            recordings = Recordings.of(predictor, data, labels)
+        return cls(name or run_dir.name, run_dir, predictor, x, labels, data.classes, data.name, stats, projection,
+                   lo, hi, texts, recordings)
+
+    # ------------------------------------------------------------------ answers
+    def __post_init__(self):
+        points = [{"x": round(float(px), 4), "y": round(float(py), 4), "label": int(self.labels[i]), "index": int(i)}
+                  for (px, py), i in zip(self.projection.points, self.projection.index)]
+        self.points_json = json.dumps({"points": points}, separators=(",", ":")).encode()
+        self._image_cache: dict[int, bytes] = {}
+
+    @property
+    def count(self) -> int:
+        return len(self.x)
+
+    def summary(self) -> dict:
+        p = self.predictor
+        return {"name": self.name, "model": p.name, "dataset": self.dataset, "latent_dim": p.latent_dim}
+
+    @property
+    def has_text(self) -> bool:
+        return self.texts is not None
+
+    def multimodal_info(self) -> dict:
+        """What the page needs to know of a multimodal run (None values for a one-modality run)."""
+        p = self.predictor
+        text = None
+        if self.has_text:
+            spec = p.specs["text"]
+            text = {"max_length": int(spec.shape[0]), "alphabet": ALPHABET}
+        return {"modalities": list(p.modalities), "map_modality": p.modality, "text": text,
+                "recordings": len(self.recordings.rows) if self.recordings is not None else None}
+
+    def info(self, limits: dict) -> dict:
+        p, proj, history = self.predictor, self.projection, self.predictor.run.history
+        linear = {"origin": proj.origin.tolist(), "axes": proj.axes.tolist()} if proj.linear else {}
+        return {**self.summary(), "run": self.name, "classes": self.classes, "input_shape": list(p.input_shape),
+                "modality": p.modality, "can_sample": p.can_sample, "test_count": self.count,
+                "epochs": len(history), "test_loss": history[-1].get("test_loss") if history else None,
+                "device": str(p.device), "files": self.files(),
+                "map": {"method": proj.method, "axis_labels": list(proj.axis_labels), "linear": proj.linear,
+                        "points": len(proj.index), **linear},
+                "stats": {k: self.stats[k] for k in ("mean", "std", "min", "max")},
+                "limits": limits, **self.multimodal_info()}
+
+    def label_name(self, label: int) -> str | None:
+        if label < 0:
+            return None
+        return self.classes[label] if self.classes and label < len(self.classes) else str(label)
+
+    def png(self, x: torch.Tensor) -> bytes:
+        return png_bytes(as_pixels(x, self.lo, self.hi))
+
+    def input_png(self, index: int) -> bytes:
+        if index not in self._image_cache:
+            self._image_cache[index] = self.png(as_float(self.x[index]))
+        return self._image_cache[index]
+
+    def item(self, index: int) -> dict:
+        """Test item ``index``: its image, reconstruction, code and label; for a multimodal run also the word
+        decoded from the image's code (and the item's own text) and the digits of the nearest test recordings."""
+        z = self.predictor.encode(self.x[index])
+        recon = self.predictor.decode(z)[0]
+        label = int(self.labels[index])
+        answer = {"index": index, "label": label, "class": self.label_name(label),
+                  "image": data_url(self.input_png(index)), "reconstruction": data_url(self.png(recon)),
+                  "z": z[0].tolist()}
+        if self.has_text:
+            answer.update(word=self.predictor.decode_text(z)[0], text=self.texts[index])
+        if self.recordings is not None:
+            answer["nearest_recordings"] = self.recordings.nearest(z[0])
+        return answer
+
+    def encode(self, index: int) -> list[float]:
+        return self.predictor.encode(self.x[index])[0].tolist()
+
+    def decode(self, z) -> list[str]:
+        return [data_url(self.png(out)) for out in self.predictor.decode(torch.tensor(z, dtype=torch.float32))]
+
+    def interpolate(self, a: int, b: int, steps: int) -> tuple[list[list[float]], list[str]]:
+        za, zb = self.predictor.encode(self.x[[a, b]])
+        codes = self.predictor.interpolate(za, zb, steps)
+        return codes.tolist(), [data_url(self.png(out)) for out in self.predictor.decode(codes)]
+
+    def from_text(self, text: str, n: int, seed: int | None) -> dict:
+        """Images generated from ``text``: the decoding of its code, then of ``n - 1`` codes drawn from
+        q(z | text); with the word the text decoder reads back from the first code."""
+        codes = self.predictor.text_codes(text, n, seed)
+        return {"text": text, "word": self.predictor.decode_text(codes[:1])[0], "z": codes.tolist(),
+                "images": [data_url(self.png(out)) for out in self.predictor.decode(codes)]}
+
+    def sample(self, n: int, seed: int | None) -> list[str]:
+        return [data_url(self.png(out)) for out in self.predictor.sample(n, seed)]
+
+    def files(self) -> list[str]:
+        """The run's own files the page may fetch: plain files directly in the run folder, of a few kinds."""
+        return sorted(p.name for p in self.path.iterdir()
+                      if p.is_file() and not p.is_symlink() and p.suffix in SERVED_SUFFIXES)

@@ -1,0 +1,276 @@
+"""The explorer's page in a real browser: Playwright for Python driving Debian's Chromium, headless.
+
+Served: a folder of three tiny runs (a picker), each with a t-SNE map, except the 2-D one whose map is its
+code. Checked: no console errors, as many points drawn as /api/points returned, hovering and clicking a point
+show its image, moving a slider changes the decoded image's pixels (to the server's decoding of the new
+code), shift-click draws an interpolation strip, clicking an empty spot of a linear map decodes it, the
+picker switches runs, a VAE samples. Screenshots go to the test's folder and, when AELAB_SCREENSHOT_DIR is
+set, there too.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import aelab
+from aelab.web import BackgroundServer, create_app
+from tests.test_predict import TINY_RUNS, tiny_runs
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)")
+TEST_ITEMS = 250  # items of mnist5k's test set on the map: a t-SNE of them takes a second or two
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    d = aelab.load_dataset("mnist5k")
+    every = len(d.x_test) // TEST_ITEMS  # the test set is sorted by class: every k-th item keeps all ten
+    data = aelab.Dataset(d.name, d.x_train, d.x_test[::every][:TEST_ITEMS], d.y_train, d.y_test[::every][:TEST_ITEMS],
+                         d.classes)
+    app = create_app(tiny_runs(tmp_path_factory), data=data, method="tsne", device="cpu", log=None)
+    with BackgroundServer(app) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, served):
+    """A fresh page on the explorer; at the end, no console error or uncaught exception may have happened."""
+    context = browser.new_context(viewport={"width": 1400, "height": 950})
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+    page.goto(served)
+    page.wait_for_selector("body[data-ready='1']")
+    yield page
+    context.close()
+    assert errors == []
+
+
+def get(url: str, path: str):
+    with urllib.request.urlopen(url.rstrip("/") + path, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def post(url: str, path: str, body: dict):
+    request = urllib.request.Request(url.rstrip("/") + path, data=json.dumps(body).encode(),
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def pixels(data_url: str) -> np.ndarray:
+    assert data_url.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))))
+
+
+def screenshot(page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=path, full_page=True)
+    if os.environ.get("AELAB_SCREENSHOT_DIR"):
+        folder = Path(os.environ["AELAB_SCREENSHOT_DIR"])
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / path.name)
+    assert path.stat().st_size > 10_000  # a real picture, not an empty page
+    return path
+
+
+def position(page, index: int) -> dict:
+    """Where test item ``index`` is drawn, in page pixels."""
+    return page.evaluate("(i) => window.aelab.pagePosition(i)", index)
+
+
+def pick(page, points: list[dict], k: int = 0) -> int:
+    """A test item whose point has no other within 10 pixels (so a click hits it alone): the k-th such."""
+    xy = np.array([[p["x"], p["y"]] for p in points])
+    screen = np.array([[position(page, p["index"])["x"], position(page, p["index"])["y"]] for p in points])
+    alone = [i for i in range(len(points))
+             if np.sort(np.hypot(*(screen - screen[i]).T))[1] > 10 and xy[i].any()]
+    return points[alone[k]]["index"]
+
+
+def test_map_select_slider_interpolation(page, served, tmp_path):
+    run = page.get_attribute("body", "data-run")
+    points = get(served, f"/api/points?run={run}")["points"]
+    assert int(page.get_attribute("#map", "data-points")) == len(points) == TEST_ITEMS
+
+    # hover: the item's image in the tooltip
+    index = pick(page, points)
+    at = position(page, index)
+    page.mouse.move(at["x"], at["y"])
+    sync_api.expect(page.locator("#tooltip")).to_be_visible()
+    sync_api.expect(page.locator("#tooltip-img")).to_have_attribute("src", re.compile(f"/api/images/{index}\\b"))
+
+    # click: its image, reconstruction and code
+    page.mouse.click(at["x"], at["y"])
+    sync_api.expect(page.locator("#sel-title")).to_contain_text(f"#{index}")
+    item = get(served, f"/api/items/{index}?run={run}")
+    sync_api.expect(page.locator("#sel-image")).to_have_attribute("src", item["image"])
+    sync_api.expect(page.locator("#sel-recon")).to_have_attribute("src", item["reconstruction"])
+    sync_api.expect(page.locator("#decoded")).to_have_attribute("src", re.compile("^data:image/png"))
+    before = page.get_attribute("#decoded", "src")
+    np.testing.assert_array_equal(pixels(before), pixels(item["reconstruction"]))  # the code, decoded
+
+    # a slider per dimension (4 for this run); moving one redraws the decoded image
+    sliders = page.locator("#sliders input[type=range]")
+    assert sliders.count() == TINY_RUNS[run][1]["latent_dim"]
+    sliders.nth(0).focus()
+    page.keyboard.press("End")  # to the slider's maximum: an input event, as a drag gives
+    sync_api.expect(page.locator("#decoded")).not_to_have_attribute("src", before)
+    code = page.evaluate("window.aelab.state.code")
+    wanted = post(served, f"/api/decode?run={run}", {"z": code})["image"]
+    sync_api.expect(page.locator("#decoded")).to_have_attribute("src", wanted)  # the latest code's image
+    after = pixels(page.get_attribute("#decoded", "src"))
+    assert np.abs(after.astype(int) - pixels(before)).max() > 0
+    assert code[0] != item["z"][0] and code[1:] == pytest.approx(item["z"][1:])
+
+    # shift-click a second point: a decoded strip between the two
+    second = pick(page, points, 1)
+    at2 = position(page, second)
+    page.keyboard.down("Shift")
+    page.mouse.click(at2["x"], at2["y"])
+    page.keyboard.up("Shift")
+    sync_api.expect(page.locator("#strip img")).to_have_count(10)
+    sync_api.expect(page.locator("#strip-hint")).to_contain_text(f"from #{index} to #{second}")
+    page.mouse.move(at["x"], at["y"])
+    sync_api.expect(page.locator("#tooltip")).to_be_visible()
+    screenshot(page, tmp_path, "explorer-conv")
+
+
+def test_picker_vae_sample_and_empty_spot(page, served, tmp_path):
+    runs = get(served, "/api/runs")["runs"]
+    picker = page.locator("#run-picker")
+    sync_api.expect(picker).to_be_visible()
+    assert picker.locator("option").count() == len(runs) == 3
+
+    # the VAE: 20 dimensions, so a chooser shows 16 sliders; it samples from its prior
+    picker.select_option("vae")
+    page.wait_for_selector("body[data-run='vae']")
+    points = get(served, "/api/points?run=vae")["points"]
+    assert int(page.get_attribute("#map", "data-points")) == len(points)
+    sync_api.expect(page.locator("#dim-chooser")).to_be_visible()
+    assert page.locator("#sliders input[type=range]").count() == 16
+    sync_api.expect(page.locator("#sample-panel")).to_be_visible()
+    page.click("#sample-button")
+    sync_api.expect(page.locator("#samples img")).to_have_count(8)
+    index = pick(page, points)
+    at = position(page, index)
+    page.mouse.click(at["x"], at["y"])
+    sync_api.expect(page.locator("#sel-title")).to_contain_text(f"#{index}")
+    page.select_option("#dim-chooser", index=2)  # z17 to z20
+    assert page.locator("#sliders input[type=range]").count() == 4
+    screenshot(page, tmp_path, "explorer-vae")
+
+    # the 2-D run: its map is the code, so a click on an empty spot decodes that position
+    picker.select_option("dense2")
+    page.wait_for_selector("body[data-run='dense2']")
+    sync_api.expect(page.locator("#sample-panel")).to_be_hidden()
+    assert int(page.get_attribute("#map", "data-points")) == len(get(served, "/api/points?run=dense2")["points"])
+    box = page.locator("#map").bounding_box()
+    page.mouse.click(box["x"] + 6, box["y"] + 6)  # the corner: outside the points' bounds
+    sync_api.expect(page.locator("#sel-title")).to_contain_text("map position")
+    sync_api.expect(page.locator("#decoded")).to_have_attribute("src", re.compile("^data:image/png"))
+    code = page.evaluate("window.aelab.state.code")
+    xy = page.evaluate("window.aelab.state.marker")
+    assert code == pytest.approx(xy, rel=1e-5)  # the map of a 2-D code is the code itself
+    wanted = post(served, "/api/decode?run=dense2", {"z": code})["image"]
+    sync_api.expect(page.locator("#decoded")).to_have_attribute("src", wanted)
+    screenshot(page, tmp_path, "explorer-dense2")
+
+
+# ---------------------------------------------------------------------------------------------- multimodal
+@pytest.fixture(scope="module")
+def served_multimodal(tmp_path_factory):
+    from tests.test_web_multimodal import tiny_multimodal  # trains the tiny multimodal run once per session
+    path, data = tiny_multimodal(tmp_path_factory)
+    with BackgroundServer(create_app(path, data=data, method="pca", device="cpu", log=None)) as url:
+        yield url
+
+
+@pytest.fixture
+def mm_page(browser, served_multimodal):
+    context = browser.new_context(viewport={"width": 1400, "height": 950})
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+    page.goto(served_multimodal)
+    page.wait_for_selector("body[data-ready='1']")
+    yield page
+    context.close()
+    assert errors == []
+
+
+def test_multimodal_word_to_images_and_image_to_word(mm_page, served_multimodal, tmp_path):
+    page, url = mm_page, served_multimodal
+    info = get(url, "/api/info")
+    points = get(url, "/api/points")["points"]
+    assert int(page.get_attribute("#map", "data-points")) == len(points) == info["test_count"]
+    sync_api.expect(page.locator("#map-title")).to_contain_text("test codes of the images")
+    sync_api.expect(page.locator("#text-panel")).to_be_visible()
+
+    # type a word: the images generated from it, as the server makes them
+    box = page.locator("#text-input")
+    box.press_sequentially("seven")
+    page.wait_for_selector("body[data-text='seven']")
+    sync_api.expect(page.locator("#text-images img")).to_have_count(8)
+    seven = post(url, "/api/text", {"text": "seven", "n": 8, "seed": 0})
+    assert [img.get_attribute("src") for img in page.locator("#text-images img").all()] == seven["images"]
+    sync_api.expect(page.locator("#text-word")).to_contain_text(f'reads back as "{seven["word"]}"')
+    # another word: the images change
+    box.fill("")
+    box.press_sequentially("one")
+    page.wait_for_selector("body[data-text='one']")
+    one = post(url, "/api/text", {"text": "one", "n": 8, "seed": 0})
+    sync_api.expect(page.locator("#text-images img").first).to_have_attribute("src", one["images"][0])
+    assert one["images"][0] != seven["images"][0]
+    assert np.abs(pixels(one["images"][0]).astype(int) - pixels(seven["images"][0])).max() > 0
+    # a character outside the alphabet is refused in the page, without a request
+    box.press_sequentially("/")
+    sync_api.expect(page.locator("#text-word")).to_contain_text("not in the model's alphabet")
+    box.fill("one")
+    # clicking a generated image loads its code into the sliders
+    page.locator("#text-images img").nth(0).click()
+    sync_api.expect(page.locator("#sel-title")).to_contain_text('generated from "one"')
+    assert page.evaluate("window.aelab.state.code") == pytest.approx(one["z"][0])
+
+    # pick an image on the map: the word decoded from its code, the nearest recordings' digits
+    index = pick(page, points)
+    at = position(page, index)
+    page.mouse.click(at["x"], at["y"])
+    sync_api.expect(page.locator("#sel-title")).to_contain_text(f"#{index}")
+    item = get(url, f"/api/items/{index}")
+    sync_api.expect(page.locator("#sel-word")).to_have_text(item["word"] or "(nothing)")
+    sync_api.expect(page.locator("#sel-text")).to_contain_text(item["text"])
+    if item.get("nearest_recordings") is not None:
+        chips = page.locator("#sel-recordings span")
+        sync_api.expect(chips).to_have_count(len(item["nearest_recordings"]))
+        assert [c.text_content() for c in chips.all()] == [str(r["digit"]) for r in item["nearest_recordings"]]
+    else:
+        sync_api.expect(page.locator("#sel-rec-row")).to_be_hidden()
+    box.fill("")
+    box.press_sequentially("the number six")
+    page.wait_for_selector("body[data-text='the number six']")
+    screenshot(page, tmp_path, "explorer-multimodal")
