@@ -90,7 +90,7 @@ def test_two_processes_match_one_and_resume(tmp_path, mnist5k):
     r0, r1 = _weights(run / "rank0.pt"), _weights(run / "rank1.pt")
     assert all(torch.equal(r0[k], r1[k]) for k in r0), "the ranks ended with different weights"
     assert not (run / "rank1").exists() and sorted(p.name for p in run.iterdir() if p.suffix != ".pt") == [
-        "checkpoints", "config.json", "metrics.jsonl"]
+        "checkpoints", "config.json", "latent_stats.json", "metrics.jsonl"]
 
     settings = dict(model="dense", hidden_dims=[32], latent_dim=8, batch_size=100, seed=3, progress=False,
                     log=None, report=False)
