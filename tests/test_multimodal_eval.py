@@ -93,7 +93,7 @@ def test_oracles_are_trained_once_and_cached(tmp_path, mnist5k, monkeypatch, one
     first = ev.get_oracle("audio", data, train_samples=2000)
     assert not first.cached and first.accuracy > 0.5  # the fake recordings carry their digit
     files = list((tmp_path / "cache" / "oracles").glob("*.pt"))
-    assert len(files) == 1 and files[0].name.startswith("fsdd-audio-")
+    assert len(files) == 1 and files[0].name.startswith("audio-32x13-")
     again = ev.get_oracle("audio", data, train_samples=2000)
     assert again.cached and again.accuracy == first.accuracy
     x = data.x_test["audio"][:20]

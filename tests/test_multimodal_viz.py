@@ -32,7 +32,7 @@ def run_of(tmp_path, data):
 def test_every_figure_of_three_modalities(tmp_path, load, one_thread):
     data = load("image,audio,text")
     run = run_of(tmp_path, data)
-    paths = mv.write_multimodal_figures(run, data)
+    paths = mv.write_multimodal_figures(run, data, map_points=60)
     assert list(paths) == [f for f, _, _ in mv.FIGURES]  # all of them, in report order
     sizes = {}
     for name, path in paths.items():
@@ -46,11 +46,11 @@ def test_every_figure_of_three_modalities(tmp_path, load, one_thread):
 
 def test_only_the_figures_that_apply(tmp_path, load, one_thread):
     data = load("image,text")
-    paths = mv.write_multimodal_figures(run_of(tmp_path, data), data)
+    paths = mv.write_multimodal_figures(run_of(tmp_path, data), data, map_points=60)
     assert "audio_to_image.png" not in paths and {"text_to_image.png", "image_to_text.png", "retrieval.png",
                                                     "latent_modalities.png"} <= set(paths)
     data = load("audio,text")
-    paths = mv.write_multimodal_figures(run_of(tmp_path / "b", data), data)
+    paths = mv.write_multimodal_figures(run_of(tmp_path / "b", data), data, map_points=60)
     assert set(paths) == {"loss.png", "latent_modalities.png"}  # no images to draw from or into
 
 

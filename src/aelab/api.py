@@ -25,8 +25,9 @@ from .errors import AelabError
 from .evaluation import read_evaluation
 from .evaluation.compare import markdown_table
 from .models.base import Autoencoder
+from .models.multimodal import TOUR as MULTIMODAL_TOUR
 from .predict import write_latent_stats
-from .registry import build_model, is_multimodal, model_kwargs_from_config, save_model
+from .registry import build_model, is_multimodal, model_kwargs_from_config, save_model, training_defaults
 from .runfolder import CONFIG, DATA, MODEL, TENSORBOARD, Run, default_modalities, load_run_data, settle_folder
 from .training import distributed
 from .training.tensorboard import TensorBoardLogger
@@ -69,6 +70,9 @@ def _train(model, data, dist: distributed.DistContext, *, out, resume, config, p
         for key, value in spec.get("kwargs", {}).items():
             if hasattr(cfg, key) and key != "output":
                 settings.setdefault(key, value)
+    if config is None and not resume:  # a family measured with its own optimisation defaults gets them
+        for key, value in training_defaults(settings.get("model", cfg.model)).items():
+            settings.setdefault(key, value)
     if isinstance(data, Dataset):
         settings.setdefault("dataset", data.name)
         if data.is_multimodal:
@@ -167,7 +171,8 @@ TOUR = [
 ]
 # The tour's last run: one latent space for digits seen and written (and heard, when the FSDD file is found), on
 # digit datasets only (the words name digits).
-TOUR_MULTIMODAL = {"model": "multimodal", "epochs": 6, "settings": {},
+TOUR_MULTIMODAL = {"model": "multimodal", "epochs": MULTIMODAL_TOUR["train"]["epochs"],
+                   "settings": MULTIMODAL_TOUR["settings"], "train": MULTIMODAL_TOUR["train"],
                    "what": "one latent space for digits seen, written (and heard, when the spoken-digit file is found): "
                            "a word generates an image, an image its word, a recording finds its images"}
 TOUR_DIGITS = ("mnist5k", "mnist")
@@ -239,8 +244,12 @@ def _tour_multimodal(dataset, epochs, out, data_dir, progress, say, steps, scale
     modalities = default_modalities(cfg)
     say(f"\n[{steps}/{steps}] multimodal ({modalities.replace(',', ' + ')}): {step['what']} "
         f"({n} epoch{'s' * (n > 1)})")
-    run = train("multimodal", dataset, out=out / "multimodal", epochs=n, report=False, progress=progress, log=None,
-                data_dir=data_dir, modalities=modalities, **step["settings"])
+    data = load_run_data(dataclasses.replace(cfg, modalities=modalities))
+    torch.manual_seed(0)
+    model = build_model("multimodal", modalities=modalities_of(data), **step["settings"])  # small: seconds a epoch
+    optimisation = {k: v for k, v in step["train"].items() if k != "epochs"}
+    run = train(model, data, out=out / "multimodal", epochs=n, report=False, progress=progress, log=None,
+                **optimisation)
     report = write_run_report(run, progress=False, log=None)
     ev = read_evaluation(run.path) or {}
     shown = ", ".join(f"{pair} {value:.2f}" for pair, value in (ev.get("coherence") or {}).items()

@@ -36,6 +36,13 @@ def is_multimodal(name: str) -> bool:
     return bool(getattr(model_class(name), "multimodal", False))
 
 
+def training_defaults(name: str) -> dict:
+    """RunConfig values a family is measured with when the user gives none (e.g. the multimodal model's epochs,
+    batch size and learning rate); an unknown name is left to the config's own check."""
+    cls = MODELS.get(name)
+    return dict(getattr(cls, "training_defaults", None) or {})
+
+
 def settings_class(name: str) -> type[SettingsBase]:
     """The settings dataclass of a registered model family (its fields, defaults and checks)."""
     return model_class(name).Settings
