@@ -54,7 +54,7 @@ def multimodal_figure_paths(run_dir) -> list[tuple[Path, str, str]]:
 def _test_items(data, modality: str, per_digit: int) -> list[list[int]]:
     """For each digit, the test rows of its first ``per_digit`` distinct items of ``modality``."""
     rows = item_rows(data, "test", modality)
-    labels = data.y_test[rows]
+    labels = data.y_test.cpu()[rows]
     return [rows[labels == d][:per_digit].tolist() for d in range(DIGITS)]
 
 
@@ -155,7 +155,7 @@ def plot_retrieval(model, data, path, gallery: str | None = None, queries: int =
         digit = int(data.y_test[q])
         ax = axes[i][0]
         _clean_axes(ax)
-        ax.imshow(data.x_test["image"][q, 0].float().numpy() / 255.0, cmap="gray", vmin=0, vmax=1)
+        ax.imshow(data.x_test["image"][q, 0].float().cpu().numpy() / 255.0, cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"query: {digit}", fontsize=9)
         for j, pos in enumerate(nearest[i].tolist()):
             row = int(g_rows[pos])
@@ -163,7 +163,7 @@ def plot_retrieval(model, data, path, gallery: str | None = None, queries: int =
             ax = axes[i][j + 1]
             _clean_axes(ax)
             if gallery == "audio":
-                ax.imshow(data.x_test["audio"][row].T.numpy(), aspect="auto", cmap="magma", origin="lower")
+                ax.imshow(data.x_test["audio"][row].T.cpu().numpy(), aspect="auto", cmap="magma", origin="lower")
             else:
                 ax.text(0.5, 0.5, decode_text(data.x_test[gallery][row:row + 1])[0], ha="center", va="center",
                         fontsize=8, wrap=True)
@@ -184,7 +184,7 @@ def plot_modality_map(model, data, path, per_modality: int = 300, seed: int = 0,
             per_digit = max(1, per_modality // DIGITS)
             rows = torch.tensor(sorted(r for p in _test_items(data, m, per_digit) for r in p))
             codes.append(encode(model, {m: data.x_test[m][rows]}))
-            labels.append(data.y_test[rows].numpy())
+            labels.append(data.y_test.cpu()[rows].numpy())
             kinds += [m] * len(rows)
     proj = project(torch.cat(codes), "tsne", n_points=None, seed=seed, log=log)
     labels, kinds = np.concatenate(labels), np.array(kinds)
