@@ -106,9 +106,9 @@ def markdown(result: dict) -> str:
         get = lambda d, k: f"{d[k]:.3f}" if k in d else "-"  # noqa: E731
         r1 = f"{ret['image->audio']['recall@1']:.3f}" if "image->audio" in ret else "-"
         ap = f"{ret['image->audio']['map']:.3f}" if "image->audio" in ret else "-"
-        lines.append(f"| {r['fusion']} | {len(t['epochs'])} | {t['cpu_seconds_per_epoch']} | {t['extrapolated_seconds']} | "
-                     f"{get(coh, 'image->text')} | {get(coh, 'text->image')} | {get(coh, 'audio->image')} | {r1} | {ap} | "
-                     f"{'/'.join(f'{o[k]:.3f}' for k in o)} |")
+        lines.append(f"| {r['fusion']} | {len(t['epochs'])} | {t['cpu_seconds_per_epoch']} | "
+                     f"{t['extrapolated_seconds']} | {get(coh, 'image->text')} | {get(coh, 'text->image')} | "
+                     f"{get(coh, 'audio->image')} | {r1} | {ap} | {'/'.join(f'{o[k]:.3f}' for k in o)} |")
     return "\n".join(lines)
 
 

@@ -129,15 +129,15 @@ def test_fusion_shared_has_no_prior_to_sample():
     assert MultimodalAE(SPECS, fusion="moe", **TINY).sample(3)["image"].shape == (3, 1, 28, 28)
 
 
-@pytest.mark.slow
-def test_a_small_image_text_model_turns_words_into_the_right_digits(tmp_path, mnist5k, monkeypatch):
-    """Image + text on mnist5k, 3 epochs with the Trainer: images decoded from held-out text forms are read as
-    the text's digit by an image classifier far more often than chance (0.1)."""
+def test_a_small_image_text_model_turns_words_into_the_right_digits(tmp_path, mnist5k, monkeypatch, one_thread):
+    """Image + text on mnist5k, 3 epochs with the Trainer (~8 s on one core): images decoded from the 20 held-out
+    text forms are read as the text's digit by an image classifier far more often than chance (0.1); seeds 0, 1
+    and 2 score 0.75, 0.80 and 0.75."""
     monkeypatch.setattr(mm, "load_dataset", lambda name, data_dir=None: mnist5k)
     data = mm.load_multimodal("mnist5k", "image,text", seed=0)
     torch.manual_seed(0)
     model = MultimodalAE(mm.modalities_of(data), latent_dim=16, image_channels=[8, 16], text_hidden=32)
-    cfg = RunConfig(model="multimodal", epochs=3, lr=2e-3, batch_size=64, report=False)
+    cfg = RunConfig(model="multimodal", epochs=3, lr=3e-3, batch_size=32, report=False)
     Trainer(model, data, cfg, tmp_path / "run", progress=False, log=None).fit()
     oracle = get_oracle("image", data, train_samples=8000)
     assert oracle.accuracy > 0.9

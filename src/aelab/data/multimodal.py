@@ -168,7 +168,8 @@ def _read_fsdd(f: Path):
     with archive:
         missing = [k for k in ("X", "lengths", "y") if k not in archive.files]
         if missing:
-            raise AelabError(f"{f} lacks the key(s) {', '.join(missing)} (it has {', '.join(archive.files) or 'none'}); {fix}")
+            raise AelabError(f"{f} lacks the key(s) {', '.join(missing)} (it has "
+                             f"{', '.join(archive.files) or 'none'}); {fix}")
         try:
             x, lengths, y = archive["X"], archive["lengths"], archive["y"]
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
@@ -177,7 +178,8 @@ def _read_fsdd(f: Path):
         raise AelabError(f"{f}: X has shape {x.shape} and dtype {x.dtype}; {fix}")
     for name, a in (("lengths", lengths), ("y", y)):
         if a.ndim != 1 or a.dtype.kind not in "iu":
-            raise AelabError(f"{f}: {name} has shape {a.shape} and dtype {a.dtype}; it must be a 1-D integer array; {fix}")
+            raise AelabError(f"{f}: {name} has shape {a.shape} and dtype {a.dtype}; it must be a 1-D integer "
+                             f"array; {fix}")
     if len(y) != len(lengths) or len(y) == 0:
         raise AelabError(f"{f}: {len(y)} labels for {len(lengths)} recordings; {fix}")
     if lengths.min() < 1 or int(lengths.sum()) != len(x):

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AelabError, closest
-from ..losses import at_least_float32, gaussian_kl_standard
+from ..losses import at_least_float32
 from ..modality import Modality
 from .base import AEOutput, SettingsBase, he_init, model_device, need
 from .conv import ConvDecoder, ConvEncoder, check_conv_shape
@@ -72,7 +72,7 @@ class MultimodalSettings(SettingsBase):
     beta: float = 1.0  # weight of the KL term (poe, moe)
     kl_warmup: int = 0  # epochs over which the KL weight grows linearly from 0 to beta (0: none)
     weights: dict | None = None  # {modality: likelihood weight}; None (or a missing name): values-count scaling
-    image_channels: list = field(default_factory=lambda: [16, 32])  # the two convolution widths of the image encoder and decoder
+    image_channels: list = field(default_factory=lambda: [16, 32])  # the two conv widths of the image encoder/decoder
     audio_channels: list = field(default_factory=lambda: [32, 64])  # the widths of the 1-D convolutions over frames
     text_embed: int = 32  # size of a symbol's embedding
     text_hidden: int = 64  # text encoder width and decoder GRU (or MLP) width
