@@ -27,12 +27,12 @@ Fusion (``settings.fusion``):
   modality is reconstructed from what is left.
 
 The default is ``moe``, measured (benchmarks/multimodal.py, full MNIST + FSDD + text, seed 0, 5 epochs,
-batch 256, Adam 2e-3, widths as below): moe reaches coherence image->text 0.980, text->image 1.000,
-audio->image 0.957 and image->audio recall@1 0.931 in 374 s of one core; shared, 2.5x cheaper a step,
-0.968 / 0.90 / 0.953 / 0.805 in 5 epochs and 0.976 / 1.00 / 0.960 / 0.501 in 12 (the same CPU time as moe):
-it translates as well but its codes of different modalities drift apart, so retrieval fails; poe translates
-from one modality poorly (0.21 / 0.25 / 0.10 / 0.11) while its joint code decodes well (joint->image 0.978):
-the weakness of MVAE's single-modality inference that Shi et al. 2019 report.
+batch 256, Adam 2e-3, widths as below; coherence image->text / text->image / audio->image, then image->audio
+recall@1): moe 0.980 / 1.000 / 0.957 / 0.931 in 374 s of one core; shared 0.968 / 0.90 / 0.953 / 0.805 in
+178 s, and 0.976 / 1.00 / 0.960 / 0.501 after 12 epochs (420 s, about moe's time): it translates as well,
+but the codes of different modalities drift apart and retrieval fails; poe 0.211 / 0.20 / 0.10 / 0.110 in
+271 s: it translates from one modality poorly while its joint code decodes well (joint->image 0.977), the
+weakness of MVAE's single-modality inference that Shi et al. 2019 report.
 
 Likelihood weighting: each modality's log-likelihood is scaled by (values in the largest modality) / (values
 in this one), as MMVAE's ``llik_scaling`` does for MNIST-SVHN (image 784 values, sound 32 x 13, text 16:
