@@ -52,20 +52,25 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser, served):
-    """A fresh page on the explorer; at the end, no console error or uncaught exception may have happened."""
+def watched_page(browser, url):
+    """A fresh page on the explorer at ``url``; at the end, no console error or uncaught exception may have
+    happened (a generator for the fixtures below)."""
     context = browser.new_context(viewport={"width": 1400, "height": 950})
     page = context.new_page()
     errors = []
     page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
     page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
-    page.goto(served)
+    page.goto(url)
     page.wait_for_selector("body[data-ready='1']")
     yield page
     context.close()
     assert errors == []
+
+
+@pytest.fixture
+def page(browser, served):
+    yield from watched_page(browser, served)
 
 
 def get(url: str, path: str):
@@ -210,17 +215,7 @@ def served_multimodal(tmp_path_factory):
 
 @pytest.fixture
 def mm_page(browser, served_multimodal):
-    context = browser.new_context(viewport={"width": 1400, "height": 950})
-    page = context.new_page()
-    errors = []
-    page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
-    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
-    page.goto(served_multimodal)
-    page.wait_for_selector("body[data-ready='1']")
-    yield page
-    context.close()
-    assert errors == []
+    yield from watched_page(browser, served_multimodal)
 
 
 def test_multimodal_word_to_images_and_image_to_word(mm_page, served_multimodal, tmp_path):

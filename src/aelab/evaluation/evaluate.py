@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..data.batches import as_float, iterate_batches
-from ..data.datasets import DATASETS, Dataset, load_dataset
+from ..data.datasets import DATASETS, Dataset
 from ..device import resolve_device
 from ..errors import AelabError
 from ..io import atomic_write_text

@@ -66,7 +66,7 @@ class TensorBoardLogger:
         self.writer.flush()
 
     def add_images(self, model, step: int) -> None:
-        test = trainer_test_inputs(self.data)
+        test = self.data.inputs("test")
         if IMAGE not in test or test[IMAGE].dim() != 4 or test[IMAGE].shape[1] not in (1, 3):
             return
         batch = next(iterate_inputs(slice_inputs(test, slice(0, GRID)), GRID))
@@ -86,7 +86,7 @@ class TensorBoardLogger:
     # ------------------------------------------------------------------ at the end
     def on_end(self, trainer) -> None:
         model = trainer.model
-        test = slice_inputs(trainer_test_inputs(self.data), slice(0, EMBEDDED))
+        test = slice_inputs(self.data.inputs("test"), slice(0, EMBEDDED))
         with eval_mode(model), torch.inference_mode():
             codes = torch.cat([model.codes(b).float().cpu() for b in iterate_inputs(test, 2048)])
         n = len(codes)
@@ -99,11 +99,6 @@ class TensorBoardLogger:
         self.writer.add_embedding(codes, metadata=labels, label_img=thumbs, global_step=trainer.epoch,
                                   tag="test codes")
         self.writer.close()
-
-
-def trainer_test_inputs(data) -> dict:
-    """The test rows ``{modality: tensor}`` of a dataset (one modality or several)."""
-    return data.inputs("test")
 
 
 def _image_of(out) -> torch.Tensor | None:
