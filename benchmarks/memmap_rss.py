@@ -93,9 +93,9 @@ def main(argv=None) -> int:
         print(json.dumps(measure(Path(args.measure), args.epochs, args.batch_size, not args.no_release, model)))
         return 0
     folder = Path(args.dir)
-    need = args.gb * 2**30 + 2**30
-    if shutil.disk_usage(folder).free < need:
-        print(f"memmap_rss: {folder} has less than {need / 2**30:.1f} GiB free; pass --dir or a smaller --gb",
+    bytes_needed = args.gb * 2**30 + 2**30
+    if shutil.disk_usage(folder).free < bytes_needed:
+        print(f"memmap_rss: {folder} has less than {bytes_needed / 2**30:.1f} GiB free; pass --dir or a smaller --gb",
               file=sys.stderr)
         return 2
     path = folder / f"aelab-memmap-{args.gb:g}gb.npy"

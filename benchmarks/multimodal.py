@@ -30,7 +30,8 @@ import torch
 from aelab.config import RunConfig
 from aelab.data.multimodal import load_multimodal, modalities_of
 from aelab.evaluation.multimodal import evaluate_multimodal
-from aelab.models.multimodal import FUSIONS, TOUR, TRAIN_DEFAULTS, MultimodalAE, MultimodalSettings
+from aelab.api import TOUR_MULTIMODAL as TOUR
+from aelab.models.multimodal import FUSIONS, TRAIN_DEFAULTS, MultimodalAE, MultimodalSettings
 from aelab.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,8 +129,8 @@ def main(argv=None) -> int:
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     audio_found = (Path(data_dir()) / "fsdd-mfcc" / "digits.npz").is_file()
     if args.tour:
-        dataset, modalities = TOUR["dataset"], "image,audio,text" if audio_found else "image,text"
-        base, train = MultimodalSettings(**TOUR["settings"]), dict(TOUR["train"])
+        dataset, modalities = "mnist5k", "image,audio,text" if audio_found else "image,text"
+        base, train = MultimodalSettings(**TOUR["settings"]), {"epochs": TOUR["epochs"], **TOUR["train"]}
     else:
         dataset, modalities = ("mnist5k" if args.quick else "mnist"), "image,audio,text"
         base, train = MultimodalSettings(), dict(TRAIN_DEFAULTS)

@@ -161,14 +161,15 @@ def iter_aelab(name: str, data, epochs: int, device, **settings):
 
 
 def _get_rng():
-    """The CPU random state and, where CUDA is available, every GPU's."""
-    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    """The CPU random state and, where CUDA is available, the current GPU's (the one the benchmark trains on;
+    asking for every GPU's would open a context on each)."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state() if torch.cuda.is_available() else None
 
 
 def _set_rng(state) -> None:
     torch.set_rng_state(state[0])
     if state[1] is not None:
-        torch.cuda.set_rng_state_all(state[1])
+        torch.cuda.set_rng_state(state[1])
 
 
 def private_rng(loop):

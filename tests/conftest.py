@@ -18,6 +18,7 @@ TINY_KWARGS = {
     "sparse": dict(latent_dim=8, hidden_dims=[16], penalty="kl"),
     "vae": dict(latent_dim=4, hidden_dims=[16]),
     "conv-vae": dict(latent_dim=4, hidden_dims=[4, 8]),
+    "multimodal": dict(latent_dim=4, image_channels=[4, 8], audio_channels=[4, 8], text_embed=4, text_hidden=8),
 }
 
 

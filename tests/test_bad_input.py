@@ -187,9 +187,9 @@ def test_labels_outside_the_classes(labels, needle):
     ('lr = nan', ["lr must be a positive number, got nan"]),
     ('latent_dim = 0', ["latent_dim must be at least 1, got 0"]),
     ('model = "sparse"\npenalty = "topk"\nlatent_dim = 8\nk = 9', ["k (9) cannot exceed latent_dim (8)"]),
-    ('target_sparsity = 0', ["target_sparsity must lie strictly between 0 and 1"]),
-    ('target_sparsity = 1.0', ["target_sparsity must lie strictly between 0 and 1"]),
-    ('target_sparsity = 1.5', ["target_sparsity must lie strictly between 0 and 1"]),
+    ('model = "sparse"\ntarget_sparsity = 0', ["target_sparsity must lie strictly between 0 and 1"]),
+    ('model = "sparse"\ntarget_sparsity = 1.0', ["target_sparsity must lie strictly between 0 and 1"]),
+    ('model = "sparse"\ntarget_sparsity = 1.5', ["target_sparsity must lie strictly between 0 and 1"]),
     ('batch_size = 0', ["batch_size must be at least 1"]),
     ('seed = 99999999999999999', ["seed must lie in 0..4294967295"]),
     ('epochs = 2\nepochs = 3', ["is not valid TOML"]),
@@ -214,7 +214,14 @@ def test_bad_json_config(text, needle, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags, needles", [
-    (["--target-sparsity", "2"], ["target_sparsity must lie strictly between 0 and 1"]),
+    (["--model", "sparse", "--target-sparsity", "2"], ["target_sparsity must lie strictly between 0 and 1"]),
+    # settings are never dropped: one that the chosen family does not read is refused, naming the flag and its owners
+    (["--model", "dense", "--k", "3", "--epochs", "1"], ["--k does not apply to --model dense", "sparse"]),
+    (["--model", "dense", "--beta", "9"], ["--beta does not apply to --model dense", "vae, conv-vae, multimodal"]),
+    (["--model", "vae", "--fusion", "poe"], ["--fusion does not apply to --model vae", "multimodal"]),
+    (["--model", "multimodal", "--hidden-dims", "8,8"], ["--hidden-dims does not apply to --model multimodal"]),
+    (["--model", "multimodal", "--loss", "mse"], ["--loss does not apply to --model multimodal"]),
+    (["--model", "conv", "--modalities", "image,text"], ["--modalities does not apply to --model conv"]),
     (["--model", "sparse", "--penalty", "topk", "--latent-dim", "4", "--k", "5"], ["k (5) cannot exceed"]),
     (["--lr", "0"], ["lr must be a positive number"]),
     (["--weight-init", "xavier"], ["weight_init must be 'he' or 'torch'"]),
@@ -287,7 +294,7 @@ def test_a_checkpoint_of_another_model_is_a_clear_error(small_mnist, tmp_path):
 @pytest.mark.slow
 def test_real_process_one_line_and_debug_traceback(tmp_path):
     """What a user sees in a terminal: one line and exit 2; with --debug, the traceback."""
-    cmd = [sys.executable, "-m", "aelab", "train", "--target-sparsity", "1.5"]
+    cmd = [sys.executable, "-m", "aelab", "train", "--model", "sparse", "--target-sparsity", "1.5"]
     plain = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert plain.returncode == 2
     assert plain.stderr.strip().splitlines() == ["aelab: error: target_sparsity must lie strictly between 0 and 1, "

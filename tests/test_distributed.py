@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,51 @@ def test_two_processes_match_one_and_resume(tmp_path, mnist5k):
     _assert_close(r0, aelab.load_model(tmp_path / "single" / "model.pt").state_dict())
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_two_processes_train_topk_as_one_does(tmp_path, mnist5k):
+    """TopK under DDP: every rank ends with the firing counters of one process with the same global batch (a
+    unit fired when it fired on any rank; not rank 0's counters, which see one shard), and close weights."""
+    import aelab
+
+    args = ["--model", "sparse", "--penalty", "topk", "--k", "4", "--latent-dim", "64", "--batch-size", "100",
+            "--seed", "3", "--epochs", "2", "--quiet", "--no-report"]
+    done = torchrun(["train", *args, "--out", str(tmp_path / "dist")], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = aelab.train("sparse", mnist5k, out=tmp_path / "single", penalty="topk", k=4, latent_dim=64,
+                         batch_size=100, seed=3, epochs=2, progress=False, log=None, report=False)
+    want = single.model.state_dict()
+    for rank in (0, 1):
+        got = _weights(tmp_path / "dist" / f"rank{rank}.pt")
+        assert torch.equal(got["steps_since_fired"], want["steps_since_fired"]), rank
+        _assert_close(got, want)
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_vae_and_resume_bit_identical(tmp_path, mnist5k):
+    """The VAE under DDP (each rank draws its own noise): the ranks agree, a run resumed after epoch 1 ends bit
+    for bit where the run never stopped does, and the losses are those of one process within sampling noise."""
+    import aelab
+
+    args = ["--model", "vae", "--latent-dim", "4", "--hidden-dims", "32", "--batch-size", "100", "--seed", "3",
+            "--quiet", "--no-report"]
+    for out, epochs in (("straight", "2"), ("stopped", "1")):
+        done = torchrun(["train", *args, "--epochs", epochs, "--out", str(tmp_path / out)], tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+    done = torchrun(["train", "--out", str(tmp_path / "stopped"), "--resume", "--epochs", "2", "--quiet",
+                     "--no-report"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r0, r1 = _weights(tmp_path / "straight" / "rank0.pt"), _weights(tmp_path / "straight" / "rank1.pt")
+    resumed = _weights(tmp_path / "stopped" / "rank0.pt")
+    assert all(torch.equal(r0[k], r1[k]) and torch.equal(r0[k], resumed[k]) for k in r0)
+    rows = [[json.loads(line) for line in (tmp_path / out / "metrics.jsonl").read_text().splitlines()]
+            for out in ("straight", "stopped")]
+    assert [r["train_loss"] for r in rows[0]] == [r["train_loss"] for r in rows[1]]
+    assert [r["test_loss"] for r in rows[0]] == [r["test_loss"] for r in rows[1]]
+    single = aelab.train("vae", mnist5k, out=tmp_path / "single", latent_dim=4, hidden_dims=[32], batch_size=100,
+                         seed=3, epochs=2, progress=False, log=None, report=False)
+    assert rows[0][-1]["test_loss"] == pytest.approx(single.last["test_loss"], rel=0.03)
 
 
 @pytest.mark.slow
@@ -221,10 +267,89 @@ def test_environment_is_read_and_checked(monkeypatch):
         timeout_seconds()
 
 
+# ------------------------------------------------------------------------------------ sparse statistics
+# Two sparse models run three steps (forward and backward, no optimizer step) on fixed batches of 16 rows: in the
+# test process on the whole batches, in two ranks on halves of them.
+SPARSE_CHECK = {"kl": dict(latent_dim=16, penalty="kl"), "topk": dict(latent_dim=64, penalty="topk", k=2, dead_after=1)}
+
+
+def _sparse_batches() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.rand(16, 1, 28, 28, generator=g) for _ in range(3)]
+
+
+def _sparse_steps(model, batches) -> dict:
+    """Forward and backward on each batch (the gradients add up); the counters, the last step's terms, the
+    gradients."""
+    model.train()
+    for x in batches:
+        out = model({"image": x})
+        out.loss.backward()
+    inner = getattr(model, "module", model)  # DDP's wrapped model
+    return {"terms": {k: v.detach().clone() for k, v in out.terms.items()},
+            "counters": inner.steps_since_fired.clone(),
+            "grads": {n: p.grad.clone() for n, p in inner.named_parameters()}}
+
+
+def _check_sparse(out: Path) -> int:
+    """The worker's part: each rank takes every second row of each batch, through DDP."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    import aelab
+
+    dist.init_process_group("gloo", timeout=timedelta(seconds=60))  # a lost peer fails the test, never hangs it
+    rank, world = dist.get_rank(), dist.get_world_size()
+    result = {}
+    for name, settings in SPARSE_CHECK.items():
+        torch.manual_seed(0)
+        model = DistributedDataParallel(aelab.build_model("sparse", **settings))
+        result[name] = _sparse_steps(model, [x[rank::world] for x in _sparse_batches()])
+    torch.save(result, out / f"sparse{rank}.pt")
+    dist.destroy_process_group()
+    return 0
+
+
+def test_sparse_statistics_are_reduced_across_ranks(tmp_path):
+    """Every rank's firing counters are the global batch's (a unit fired when it fired on any rank; not rank 0's
+    counters, which DDP broadcasts by default), and the KL penalty's mean activation, with its gradient, is the
+    global batch's, not each shard's."""
+    import aelab
+
+    base = dict(WORLD_SIZE=2, LOCAL_WORLD_SIZE=2, MASTER_ADDR="127.0.0.1", MASTER_PORT=_free_port())
+    args = [sys.executable, str(WORKER), "--check-sparse", str(tmp_path)]
+    procs = [_start(args, _env(RANK=r, LOCAL_RANK=r, **base), tmp_path) for r in (0, 1)]
+    try:
+        errs = [p.communicate(timeout=240)[1] for p in procs]
+    finally:
+        for p in procs:
+            _end(p)
+    assert [p.returncode for p in procs] == [0, 0], errs
+    ranks = [torch.load(tmp_path / f"sparse{r}.pt", weights_only=True) for r in (0, 1)]
+    for name, settings in SPARSE_CHECK.items():
+        torch.manual_seed(0)
+        whole = _sparse_steps(aelab.build_model("sparse", **settings), _sparse_batches())
+        torch.manual_seed(0)
+        half = _sparse_steps(aelab.build_model("sparse", **settings), [x[0::2] for x in _sparse_batches()])
+        if name == "topk":  # what rank 0 alone would count differs: the check can tell
+            assert not torch.equal(half["counters"], whole["counters"]) and whole["terms"]["auxk"] > 0
+        else:
+            assert half["terms"]["sparsity"].item() != pytest.approx(whole["terms"]["sparsity"].item(), rel=1e-3)
+        for got in ranks:
+            assert torch.equal(got[name]["counters"], whole["counters"]), name
+            for key, grad in whole["grads"].items():
+                torch.testing.assert_close(got[name]["grads"][key], grad, atol=1e-6, rtol=1e-5, msg=f"{name} {key}")
+            if name == "kl":
+                assert got[name]["terms"]["sparsity"].item() == pytest.approx(whole["terms"]["sparsity"].item(),
+                                                                             rel=1e-6)
+
+
 def _worker(argv: list[str]) -> int:
     import aelab.cli
     import aelab.api
 
+    if argv[:1] == ["--check-sparse"]:
+        return _check_sparse(Path(argv[1]))
     die_at, hang = None, False
     if argv[:1] in (["--die-at-step"], ["--hang-at-step"]):
         die_at, hang, argv = int(argv[1]), argv[0] == "--hang-at-step", argv[2:]

@@ -6,8 +6,8 @@ import pytest
 import aelab
 from aelab.errors import AelabError
 from aelab.modality import Modality
-from aelab.models.base import AESettings, SettingsBase
-from aelab.registry import is_multimodal, settings_class
+from aelab.models.base import MULTIMODAL, AESettings, SettingsBase, has
+from aelab.registry import settings_class
 
 
 MODALITIES = {"image": Modality("image", (1, 28, 28), "uint8", "bernoulli"),
@@ -17,8 +17,8 @@ MODALITIES = {"image": Modality("image", (1, 28, 28), "uint8", "bernoulli"),
 @pytest.mark.parametrize("name", list(aelab.MODELS))
 def test_settings_are_a_dataclass_saved_whole_in_the_spec(name):
     cls = settings_class(name)
-    assert dataclasses.is_dataclass(cls) and issubclass(cls, AESettings if not is_multimodal(name) else SettingsBase)
-    extra = {"modalities": MODALITIES} if is_multimodal(name) else {}
+    assert dataclasses.is_dataclass(cls) and issubclass(cls, AESettings if not has(aelab.MODELS[name], MULTIMODAL) else SettingsBase)
+    extra = {"modalities": MODALITIES} if has(aelab.MODELS[name], MULTIMODAL) else {}
     model = aelab.build_model(name, latent_dim=8, **extra)
     assert isinstance(model.settings, cls) and model.settings.latent_dim == 8 == model.latent_dim
     saved = model.spec["settings"]
@@ -41,12 +41,18 @@ def test_one_rule_one_message_from_the_model_and_from_the_config():
         "k (9) cannot exceed latent_dim (8); lower --k or raise --latent-dim"
 
 
-def test_cross_field_rules_apply_to_the_chosen_model_only_field_rules_to_all():
-    aelab.RunConfig(model="dense", penalty="topk", latent_dim=8, k=9).validate()  # k means nothing to dense
-    with pytest.raises(AelabError, match="target_sparsity must lie strictly between 0 and 1"):
-        aelab.RunConfig(model="dense", target_sparsity=1.5).validate()
-    with pytest.raises(AelabError, match="beta must be >= 0"):
+def test_a_setting_is_read_by_the_chosen_family_or_refused():
+    """Settings are never dropped: k means nothing to dense, so it is refused (it used to be accepted and
+    recorded in config.json without effect); the chosen family's own rules judge the rest."""
+    with pytest.raises(AelabError, match="--k does not apply to --model dense; it is a setting of sparse"):
+        aelab.RunConfig(model="dense", k=9).validate()
+    with pytest.raises(AelabError, match="--beta does not apply to --model sparse"):
         aelab.RunConfig(model="sparse", beta=-1.0).validate()
+    with pytest.raises(AelabError, match="target_sparsity must lie strictly between 0 and 1"):
+        aelab.RunConfig(model="sparse", target_sparsity=1.5).validate()
+    with pytest.raises(AelabError, match="beta must be >= 0"):
+        aelab.RunConfig(model="vae", beta=-1.0).validate()
+    aelab.RunConfig(model="multimodal", beta=2.0, weight_init="torch").validate()  # the settings it reads
 
 
 def test_unknown_setting_names_the_valid_ones():

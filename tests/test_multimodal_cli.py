@@ -37,7 +37,7 @@ def test_bad_multimodal_flags_are_one_line_and_exit_2(capsys, tmp_path, argv, wo
 
 def test_modalities_belong_to_the_multimodal_model(capsys, tmp_path):
     _one_line_exit_2(capsys, ["train", "--model", "dense", "--modalities", "image,text", "--out", str(tmp_path / "r")],
-                     "--modalities applies to --model multimodal")
+                     "--modalities does not apply to --model dense; it is a setting of multimodal")
 
 
 @pytest.mark.parametrize("arrays, words", [
@@ -52,9 +52,12 @@ def test_a_malformed_audio_file_is_one_line_naming_it(capsys, tmp_path, arrays, 
                               str(path), "--out", str(tmp_path / "r")], *words)
 
 
-def test_default_modalities_follow_the_fsdd_file(monkeypatch, tmp_path):
-    from aelab.runfolder import default_modalities
+def default_modalities(cfg):
+    """What the multimodal family fills in for a run's modalities (its settle_config)."""
+    return aelab.MODELS[cfg.model].settle_config(cfg.to_dict())["modalities"]
 
+
+def test_default_modalities_follow_the_fsdd_file(monkeypatch, tmp_path):
     monkeypatch.setenv("AELAB_DATA_DIR", str(tmp_path / "empty"))
     monkeypatch.setenv("AELAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("aelab.data.multimodal.fsdd_candidates", lambda path=None, data_dir=None: [tmp_path / "no.npz"])

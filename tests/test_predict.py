@@ -77,8 +77,8 @@ def test_from_run_loads_the_model_ready_for_inference(runs, name):
 def test_encode_is_the_code_the_decoder_receives(runs, mnist, name, monkeypatch):
     p = Predictor.from_run(runs / name, device="cpu")
     x = mnist.x_test[:10]
-    modes, codes = [], p.model.codes
-    monkeypatch.setattr(p.model, "codes", lambda b: modes.append(torch.is_inference_mode_enabled()) or codes(b))
+    modes, encode = [], p.model.encode
+    monkeypatch.setattr(p.model, "encode", lambda b: modes.append(torch.is_inference_mode_enabled()) or encode(b))
     z = p.encode(x)
     assert modes == [True]  # the model ran under torch.inference_mode()
     assert z.shape == (10, p.latent_dim) and z.dtype == torch.float32 and not z.requires_grad
@@ -86,8 +86,8 @@ def test_encode_is_the_code_the_decoder_receives(runs, mnist, name, monkeypatch)
     monkeypatch.undo()
     with torch.no_grad():
         encoded = p.model.encode(x.float() / 255)
-    # a VAE's encoder gives a distribution: the code is its mean; the others give the code itself
-    expected = encoded.mean if name == "vae" else encoded
+    expected = p.model.posterior(x.float() / 255).mean if name == "vae" else encoded  # a VAE's code: the posterior mean
+    torch.testing.assert_close(encoded, expected)
     torch.testing.assert_close(z, expected)
 
 
@@ -252,8 +252,8 @@ def test_a_tsne_map_and_a_subset_beyond_max_points():
     proj = project_codes(codes, "tsne", max_points=40)
     assert proj.method == "tsne" and not proj.linear and proj.points.shape == (40, 2)
     assert len(np.unique(proj.index)) == 40 and np.all(np.diff(proj.index) > 0) and proj.index.max() < 60
-    with pytest.raises(AelabError, match="unknown map 'umap'"):
-        project_codes(codes, "umap")
+    with pytest.raises(AelabError, match="unknown map 'isomap'"):
+        project_codes(codes, "isomap")
 
 
 def test_the_map_and_statistics_are_computed_once_and_cached(tmp_path_factory, tmp_path, mnist, monkeypatch):

@@ -73,22 +73,49 @@ def test_l1_code_is_relu_and_penalty_is_mean_l1():
     assert out.terms["sparsity"].item() == pytest.approx(out.z.abs().sum(1).mean().item(), rel=1e-6)
 
 
-def test_topk_counts_dead_units_and_auxk_revives_them(small_mnist):
-    model = _sparse(penalty="topk", k=2, latent_dim=16, dead_after=5)
-    x = small_mnist.x_train[:128].float() / 255
-    # make units 0..7 dead by construction: a large negative bias keeps them out of the top k
+def _topk_with_dead_units(seed: int, x: torch.Tensor, sparsity_weight: float):
+    """A TopK model (16 units, k=2, one linear map each way) whose units 0..7 were made dead by construction:
+    their biases lowered by 1 keep them out of the top k, and 10 training-mode passes mark them dead."""
+    torch.manual_seed(seed)
+    model = aelab.build_model("sparse", (1, 28, 28), latent_dim=16, penalty="topk", k=2, dead_after=5,
+                              sparsity_weight=sparsity_weight)
     with torch.no_grad():
-        model.encoder[-1].bias[:8] -= 5.0
-    model.train()
-    for _ in range(10):
-        model(x)
-    dead = model.dead_units
-    assert dead[:8].all() and not dead[8:].all()
-    out = model(x)
-    assert out.terms["auxk"].item() > 0
-    out.terms["auxk"].backward()
-    grad = model.encoder[-1].weight.grad
-    assert grad[:8].abs().sum() > 0, "AuxK must give dead units a gradient"
+        model.encoder[-1].bias[:8] -= 1.0
+        model.train()
+        for _ in range(10):
+            model(x)
+    return model
+
+
+def _fires(model, x: torch.Tensor) -> torch.Tensor:
+    """(16,) bool: whether each unit is in some image's code."""
+    with torch.no_grad():
+        return (model.encode(x) > 0).any(0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_topk_counts_dead_units_and_auxk_revives_them(small_mnist, seed):
+    """100 Adam steps on the model's loss: with AuxK at least half of the 8 dead units are back in the code
+    (measured 7 or 8 for seeds 0-4), and no longer counted dead; without it (weight 0) their encoder rows get no
+    gradient, stay bit-identical, and none fires."""
+    x = small_mnist.x_train[:128].float() / 255
+    for weight in (1.0, 0.0):
+        model = _topk_with_dead_units(seed, x, weight)
+        assert model.dead_units[:8].all() and not _fires(model, x)[:8].any()
+        rows_before = model.encoder[-1].weight[:8].clone()
+        opt = torch.optim.Adam(model.parameters(), 3e-2)
+        for _ in range(100):
+            loss = model(x).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        revived = _fires(model, x)[:8]
+        if weight:
+            assert revived.sum() >= 4, revived
+            assert not model.dead_units[:8][revived].any()  # firing again resets their counters
+        else:
+            assert not revived.any() and model.dead_units[:8].all()
+            assert torch.equal(model.encoder[-1].weight[:8], rows_before)
 
 
 def test_auxk_is_zero_without_dead_units():

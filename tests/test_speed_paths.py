@@ -11,6 +11,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import aelab
+from aelab.data import multimodal as mm
 from aelab.config import RunConfig
 from aelab.models.base import AEOutput
 from aelab.training import Trainer
@@ -45,13 +46,19 @@ def test_autocast_is_bf16_on_a_cuda_device_that_supports_it(monkeypatch):
 @pytest.mark.parametrize("name", list(TINY_KWARGS))
 def test_every_loss_term_is_float32_under_bf16_autocast(name):
     """What makes bf16 safe: the loss and every logged term are reduced in float32 whatever the forward ran in."""
-    variants = [dict(penalty="kl"), dict(penalty="l1"), dict(penalty="topk", k=2)] if name == "sparse" else [{}]
-    x = torch.rand(8, 1, 28, 28)
+    variants = {"sparse": [dict(penalty="kl"), dict(penalty="l1"), dict(penalty="topk", k=2)],
+                "multimodal": [dict(fusion="poe"), dict(fusion="moe"), dict(fusion="shared")]}.get(name, [{}])
+    specs = mm.modality_specs(("image", "audio", "text")) if name == "multimodal" else None
+    batch = {"image": torch.rand(8, 1, 28, 28)}
+    if specs:
+        batch.update(audio=torch.randn(8, mm.AUDIO_FRAMES, 13),
+                     text=mm.encode_text([mm.text_form("the digit {w}", d % 10) for d in range(8)]))
     for extra in variants:
-        model = aelab.build_model(name, **{**TINY_KWARGS[name], **extra})
+        model = aelab.build_model(name, modalities=specs, **{**TINY_KWARGS[name], **extra})
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(x)
-        assert out.logits.dtype == torch.bfloat16, "the forward pass did not run in bf16: the test checks nothing"
+            out = model(batch)
+        ran = out.logits if out.logits is not None else out.recon  # the multimodal model gives no logits
+        assert ran.dtype == torch.bfloat16, "the forward pass did not run in bf16: the test checks nothing"
         assert out.loss.dtype == torch.float32
         assert all(v.dtype == torch.float32 for v in out.terms.values()), {k: v.dtype for k, v in out.terms.items()}
 
@@ -182,7 +189,7 @@ class _NaNAt(torch.nn.Module):
         x = batch["image"]  # a batch is a mapping {modality: tensor}
         self.calls += 1
         loss = (self.w * x).mean() * (float("nan") if self.calls >= self.bad else 1.0)
-        return AEOutput(loss=loss, recon=x, z=x.flatten(1), terms={"recon": loss})
+        return AEOutput(loss=loss, recons={"image": x}, z=x.flatten(1), terms={"recon": loss})
 
 
 @pytest.mark.parametrize("bad", [1, 7])

@@ -101,13 +101,16 @@ class _SpoilAfter:
     validation loss of every later epoch is worse than epoch k's."""
 
     def __init__(self, k: int):
-        self.k, self.good = k, None
+        self.k, self.good, self.model = k, None, None
 
-    def on_epoch(self, trainer, record):
-        if record["epoch"] == self.k:
-            self.good = {n: t.clone() for n, t in trainer.model.state_dict().items()}
+    def on_train_start(self, trainer):
+        self.model = trainer.model
+
+    def on_epoch_end(self, epoch, metrics):
+        if epoch == self.k:
+            self.good = {n: t.clone() for n, t in self.model.state_dict().items()}
             with torch.no_grad():
-                for p in trainer.model.parameters():
+                for p in self.model.parameters():
                     p.add_(torch.randn_like(p) * 3)
 
 
@@ -121,22 +124,30 @@ def test_early_stopping_stops_and_keeps_the_best_epochs_weights(small_mnist, tmp
     final = trainer.model.state_dict()
     assert all(torch.equal(final[n], spoil.good[n]) for n in final)  # the model holds epoch 2's weights
     best = torch.load(tmp_path / "r" / "checkpoints" / "best.pt", weights_only=True)
-    assert best["epoch"] == 2 and (tmp_path / "r" / "checkpoints" / "last.pt").is_file()
+    last = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)
+    assert best["epoch"] == 2 and last["epoch"] == 4
+    assert not all(torch.equal(final[n], last["model"][n]) for n in final)  # not the last epoch's weights
     lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["val_loss"] for r in lines] == [r["val_loss"] for r in history]
 
 
 def test_train_api_saves_the_best_epoch_as_model_pt(small_mnist, tmp_path):
-    """model.pt is the best epoch's model when early stopping is on, and a resumed finished run stays stopped."""
-    run = aelab.train(tiny(), small_mnist, out=tmp_path / "r", epochs=3, patience=1, lr=0.5, batch_size=32,
-                      progress=False, log=None, report=False)
-    best = best_epoch(run.history)
+    """model.pt is the best epoch's model when early stopping is on, and a resumed finished run stays stopped.
+    The best epoch is not the last: the weights are spoiled after epoch 2, so epochs 3 and 4 validate worse."""
+    common = dict(out=tmp_path / "r", epochs=6, patience=2, lr=1e-6, batch_size=64, progress=False, log=None,
+                  report=False)
+    spoil = _SpoilAfter(2)
+    run = aelab.train(tiny(), small_mnist, callbacks=[spoil], **common)
+    assert best_epoch(run.history) == 2 and [r["epoch"] for r in run.history] == [1, 2, 3, 4]
     saved = aelab.load_model(tmp_path / "r" / "model.pt").state_dict()
     kept = torch.load(tmp_path / "r" / "checkpoints" / "best.pt", weights_only=True)["model"]
-    assert all(torch.equal(saved[n], kept[n]) for n in kept) and kept is not None and best >= 1
-    again = aelab.train(tiny(), small_mnist, out=tmp_path / "r", resume=True, epochs=3, patience=1, lr=0.5,
-                        batch_size=32, progress=False, log=None, report=False)
-    assert [r["epoch"] for r in again.history] == [r["epoch"] for r in run.history]
+    last = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(saved[n], kept[n]) and torch.equal(saved[n], spoil.good[n]) for n in kept)
+    assert not all(torch.equal(saved[n], last[n]) for n in kept)  # the last epoch's weights are not model.pt
+    again = aelab.train(tiny(), small_mnist, resume=True, **common)
+    assert [r["epoch"] for r in again.history] == [1, 2, 3, 4]
+    resaved = aelab.load_model(tmp_path / "r" / "model.pt").state_dict()
+    assert all(torch.equal(resaved[n], kept[n]) for n in kept)
 
 
 def test_resume_with_validation_is_bit_identical(small_mnist, tmp_path):

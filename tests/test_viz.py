@@ -119,7 +119,7 @@ def test_projection_known_answers():
     pca = project(line, "pca")
     assert np.abs(pca.points[:, 1]).max() < 1e-4 * np.abs(pca.points[:, 0]).max()
     assert pca.axis_labels[0].startswith("PC 1 (100%")
-    with pytest.raises(AelabError, match="unknown projection"):
+    with pytest.raises(AelabError, match="unknown map 'isomap'"):
         project(line, "isomap")
 
 
@@ -193,7 +193,8 @@ def test_unit_features_are_decoder_columns_for_a_linear_decoder():
 
 def test_every_registered_decoder_starts_linear_and_a_conv_one_does_not():
     for name, kwargs in TINY_KWARGS.items():
-        assert viz.decoder_starts_linear(aelab.build_model(name, **kwargs)), name
+        if not aelab.has(aelab.MODELS[name], "multimodal"):  # one decoder per modality: its own figures
+            assert viz.decoder_starts_linear(aelab.build_model(name, **kwargs)), name
     model = _LinearDecoderModel()
     model.decoder = nn.Sequential(nn.ConvTranspose2d(3, 1, 2))
     assert not viz.decoder_starts_linear(model)

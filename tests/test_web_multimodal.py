@@ -1,8 +1,8 @@
 """The explorer and the Predictor on a multimodal run: images, text and (when the FSDD file is there) sound.
 
-One tiny multimodal run is trained per session (image,audio,text when /work/shared/data/fsdd-mfcc/digits.npz
-exists, else image,text; one epoch on 256 training rows: seconds, not a model one would keep) and served
-with its full test split. Checked with known answers from the Predictor: the map and the contract routes are
+One tiny multimodal run is trained per session (image,audio,text when the suite's shared data folder holds
+fsdd-mfcc/digits.npz, else image,text; one epoch on 256 training rows: seconds, not a model one would keep)
+and served with its full test split. Checked with known answers from the Predictor: the map and the contract routes are
 about the images' codes, an item carries the word decoded from its image's code and the digits of the test
 recordings nearest it, ``POST /api/text`` turns a text into images; every bad request is a JSON 4xx, and
 fuzzing the multimodal routes from the schema never gets a 5xx.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -25,18 +24,19 @@ from PIL import Image
 
 import aelab
 from aelab.data import Dataset
-from aelab.data.multimodal import ALPHABET, decode_text, encode_text, load_multimodal
+from aelab.data.multimodal import ALPHABET, decode_text, load_multimodal
 from aelab.errors import AelabError
 from aelab.predict import Predictor
 from aelab.registry import build_model
 from aelab.web import LIMITS, create_app
+from tests.conftest import SHARED_DATA
 from tests.test_predict import tiny_runs
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-FSDD = Path(os.environ.get("AELAB_DATA_DIR", "/work/shared/data")) / "fsdd-mfcc" / "digits.npz"
+FSDD = SHARED_DATA / "fsdd-mfcc" / "digits.npz"  # ../shared/data, or $AELAB_SHARED_DATA
 MODALITIES = ("image", "audio", "text") if FSDD.is_file() else ("image", "text")
 TRAIN_ROWS = 256
 LATENT = 8

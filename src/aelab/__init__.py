@@ -30,8 +30,10 @@ from .data import Dataset, from_arrays, load_dataset
 from .errors import AelabError
 from .evaluation import evaluate_model, evaluate_run
 from .predict import Predictor
-from .registry import MODELS, build_model, load_model, save_model
+from .models.base import BaseAutoencoder, has
+from .registry import MODELS, build_model, load_model, register_model, save_model
 from .runfolder import Run, open_run
 
-__all__ = ["AelabError", "Dataset", "MODELS", "Predictor", "Run", "RunConfig", "build_model", "evaluate_model", "evaluate_run",
-           "from_arrays", "load_dataset", "load_model", "open_run", "save_model", "tour", "train"]
+__all__ = ["AelabError", "BaseAutoencoder", "Dataset", "MODELS", "Predictor", "Run", "RunConfig", "build_model",
+           "evaluate_model", "evaluate_run", "from_arrays", "has", "load_dataset", "load_model", "open_run",
+           "register_model", "save_model", "tour", "train"]

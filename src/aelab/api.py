@@ -19,113 +19,113 @@ from threadpoolctl import threadpool_limits
 from .config import RunConfig
 from .data import Dataset, load_dataset
 from .data.batches import iterate_inputs, slice_inputs
-from .data.multimodal import describe_multimodal, modalities_of
 from .io import atomic_write_text
 from .errors import AelabError
 from .evaluation import read_evaluation
 from .evaluation.compare import markdown_table
-from .models.base import Autoencoder
-from .models.multimodal import TOUR as MULTIMODAL_TOUR
+from .models.base import MULTIMODAL, BaseAutoencoder, has
 from .predict import write_latent_stats
-from .registry import build_model, is_multimodal, model_kwargs_from_config, save_model, training_defaults
-from .runfolder import CONFIG, DATA, MODEL, TENSORBOARD, Run, default_modalities, load_run_data, settle_folder
+from .registry import (accepted_fields, build_model, ensure_spec, model_class, model_kwargs_from_config, save_model,
+                       training_defaults)
+from .runfolder import CONFIG, DATA, MODEL, Run, load_run_data, settle_folder
 from .training import distributed
-from .training.tensorboard import TensorBoardLogger
 from .training.trainer import Trainer
-from .viz.report import write_comparison_report, write_run_report
-from .viz.multimodal import write_multimodal_figures
-from .viz.run_figures import TRAIN_END, write_run_figures
+from .viz.report import report_pages, write_comparison_report, write_run_report
+from .viz.run_figures import TRAIN_END
 
 logger = logging.getLogger("aelab")
 
 
-def train(model: Autoencoder | str | None = None, data: Dataset | str | None = None, *,
+def train(model: BaseAutoencoder | str | None = None, data: Dataset | str | None = None, *,
           out: str | Path | None = None, resume: bool = False, config: RunConfig | None = None,
-          progress: bool = True, log=logger.info, **settings) -> Run:
+          progress: bool = True, log=logger.info, callbacks=(), **settings) -> Run:
     """Train ``model`` on ``data`` into the run folder ``out`` and return the finished :class:`Run`.
 
-    ``model`` is a built model or a registry name; ``data`` a :class:`Dataset` or a dataset name.
-    ``settings`` are :class:`RunConfig` fields (epochs=10, lr=1e-3, ...). With ``resume=True`` an
-    existing run in ``out`` continues from its last checkpoint. Started by ``torchrun``, every process
-    calls this and trains its shard with DistributedDataParallel; rank 0 alone writes the run folder
-    (see :mod:`aelab.training.distributed`). ``log``: a callback for one line per epoch and the report's
-    path (default: the ``aelab`` logger at INFO; None: silent).
+    ``model`` is a built model or a registry name (``aelab.MODELS``; add yours with ``aelab.register_model``);
+    ``data`` a :class:`Dataset` or a dataset name. ``settings`` are :class:`RunConfig` fields (epochs=10,
+    lr=1e-3, ...); one the model's family does not read is refused. With ``resume=True`` an existing run in
+    ``out`` continues from its last checkpoint. ``callbacks``: objects with any of the trainer's hooks, e.g.
+    ``on_epoch_end(epoch, metrics)``, called after every epoch with the row just written to metrics.jsonl;
+    returning True from it stops training after that epoch (see :class:`aelab.training.trainer.Trainer`).
+    Started by ``torchrun``, every process calls this and trains its shard with DistributedDataParallel; rank 0
+    alone writes the run folder (see :mod:`aelab.training.distributed`). ``log``: a callback for one line per
+    epoch and the report's path (default: the ``aelab`` logger at INFO; None: silent).
+
+    The returned run's model is on the CPU in eval mode, whatever device trained it, so
+    ``run.model.encode(data.x_test.float() / 255)`` works as it is (``.to(device)`` takes it back).
     """
     with distributed.session() as dist:
         return _train(model, data, dist, out=out, resume=resume, config=config, progress=progress,
-                      log=log, **settings)
+                      log=log, callbacks=callbacks, **settings)
 
 
-def _train(model, data, dist: distributed.DistContext, *, out, resume, config, progress, log, **settings) -> Run:
+def _run_config(model, data, config: RunConfig | None, resume: bool, settings: dict) -> RunConfig:
+    """The run's config: ``config`` (or the defaults), the family's measured optimisation defaults, what a built
+    model and a Dataset say of themselves, then ``settings``; the family fills in what it decides itself."""
     cfg = RunConfig(**(config.to_dict() if config else {}))
     if isinstance(model, str):
         settings["model"] = model
     if isinstance(data, str):
         settings["dataset"] = data
-    if out is not None:
-        settings["out"] = str(out)
     if isinstance(model, torch.nn.Module):
-        spec = getattr(model, "spec", None) or {}
-        settings.setdefault("model", spec.get("name", model.name))
-        for key, value in spec.get("kwargs", {}).items():
+        spec = ensure_spec(model)
+        settings.setdefault("model", spec["name"])
+        for key, value in spec["kwargs"].items():
             if hasattr(cfg, key) and key != "output":
                 settings.setdefault(key, value)
+    name = settings.get("model", cfg.model)
     if config is None and not resume:  # a family measured with its own optimisation defaults gets them
-        for key, value in training_defaults(settings.get("model", cfg.model)).items():
+        for key, value in training_defaults(name).items():
             settings.setdefault(key, value)
     if isinstance(data, Dataset):
         settings.setdefault("dataset", data.name)
-        if data.is_multimodal:
+        if "modalities" in accepted_fields(name):  # a family that reads paired data records which modalities
             settings.setdefault("modalities", ",".join(data.modalities))
     cfg = RunConfig.from_dict({**cfg.to_dict(), **settings}, source="settings")
-    if is_multimodal(cfg.model) and cfg.modalities is None:  # the run's config records what it trained on
-        cfg = dataclasses.replace(cfg, modalities=default_modalities(cfg))
+    return dataclasses.replace(cfg, **model_class(cfg.model).settle_config(cfg.to_dict()))
+
+
+def _build(cfg: RunConfig, data: Dataset) -> BaseAutoencoder:
+    """The run's model, built for the data's modalities from the config's settings (seeded)."""
+    torch.manual_seed(cfg.seed)
+    try:
+        return build_model(cfg.model, modalities=data.specs(), **model_kwargs_from_config(cfg))
+    except (RuntimeError, MemoryError) as exc:  # torch's allocator fails with a RuntimeError
+        if not isinstance(exc, MemoryError) and "alloc" not in str(exc):
+            raise
+        raise AelabError(f"the {cfg.model} model does not fit in memory (latent_dim {cfg.latent_dim}, hidden_dims "
+                         f"{cfg.hidden_dims}); choose smaller --hidden-dims or --latent-dim") from None
+
+
+def _train(model, data, dist: distributed.DistContext, *, out, resume, config, progress, log, callbacks,
+           **settings) -> Run:
+    if out is not None:
+        settings["out"] = str(out)
+    cfg = _run_config(model, data, config, resume, settings)
     cfg = distributed.from_rank0(dist, settle_folder, cfg, settings, resume)
     run_dir = Path(cfg.out)
     log = log if dist.is_main else None
 
     if not isinstance(data, Dataset):
         data = load_run_data(cfg)
-    if is_multimodal(cfg.model) and not data.is_multimodal:
-        raise AelabError(f"the {cfg.model} model trains on paired modalities, but {data.name} holds one; load "
-                         f"them with aelab.data.multimodal.load_multimodal or pass --modalities image,text")
-    if not isinstance(model, torch.nn.Module):
-        torch.manual_seed(cfg.seed)
-        try:
-            if data.is_multimodal:
-                model = build_model(cfg.model, modalities=modalities_of(data), **model_kwargs_from_config(cfg))
-            else:
-                model = build_model(cfg.model, data.input_shape, **model_kwargs_from_config(cfg, data.bounded))
-        except (RuntimeError, MemoryError) as exc:  # torch's allocator fails with a RuntimeError
-            if not isinstance(exc, MemoryError) and "alloc" not in str(exc):
-                raise
-            raise AelabError(f"the {cfg.model} model does not fit in memory (latent_dim {cfg.latent_dim}, hidden_dims "
-                             f"{cfg.hidden_dims}); choose smaller --hidden-dims or --latent-dim") from None
+    if isinstance(model, torch.nn.Module):
+        model.check_input(next(iterate_inputs(slice_inputs(data.inputs("test"), slice(0, 1)), 1)))
     else:
-        model.check_input(next(iterate_inputs(slice_inputs(data.inputs("test"), slice(0, 1)), 1))
-                          if data.is_multimodal else data.x_test[:1].float())
-    if not data.is_multimodal and (cfg.loss == "bce" or getattr(model, "loss_kind", None) == "bce"):
-        if not data.bounded:
-            raise AelabError(f"the bce loss needs data in [0, 1] but {data.name} is not; use --loss mse")
+        model = _build(cfg, data)
+    # config.json records every setting the model was built with (the family's defaults filled in)
+    built = {k: v for k, v in model.settings.to_dict().items() if k in accepted_fields(cfg.model) and hasattr(cfg, k)}
+    cfg = dataclasses.replace(cfg, **built)
 
-    if dist.is_main:  # rank 0 alone writes the run folder
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise AelabError(f"cannot create the run folder {run_dir} ({exc.strerror or exc}); "
-                             f"choose another --out") from None
-        cfg.save(run_dir / CONFIG)
-        if data.is_multimodal:  # the FSDD split, its statistics and the text forms, for whoever reads the run
-            atomic_write_text(run_dir / DATA, json.dumps(describe_multimodal(data), indent=1) + "\n")
     torch.manual_seed(cfg.seed + 1)  # the stream for sampling noise and binarization, separate from init
-    callbacks = [TensorBoardLogger(run_dir / TENSORBOARD, data)] if cfg.tensorboard and dist.is_main else []
     trainer = Trainer(model, data, cfg, run_dir, progress=progress, log=log, rank=dist.rank,
-                      world_size=dist.world_size, callbacks=callbacks)
-    if resume and trainer.load_checkpoint():
+                      world_size=dist.world_size, callbacks=callbacks)  # TensorBoard: the trainer adds it from cfg
+    if resume and trainer.load_checkpoint():  # a resume that would change the run is refused before any write
         if log:
             log(f"resuming {run_dir} after epoch {trainer.epoch}")
     partial_step = trainer._partial.step if trainer._partial else 0
     distributed.check_same(dist, [trainer.epoch, partial_step], trainer.device, "the checkpoint to resume from")
+    if dist.is_main:  # rank 0 alone writes the run folder
+        _write_run_files(run_dir, cfg, data)
     trainer.fit()
     result = Run(run_dir, cfg, trainer.history, model)
     if dist.is_main:
@@ -133,7 +133,20 @@ def _train(model, data, dist: distributed.DistContext, *, out, resume, config, p
         write_latent_stats(run_dir, model, data)  # what the explorer's sliders need (after model.pt: not stale)
         if cfg.report:
             write_figures(result, data, log=log)
+    model.cpu().eval()  # the documented state of a returned model: on the CPU, in eval mode
     return result
+
+
+def _write_run_files(run_dir: Path, cfg: RunConfig, data: Dataset) -> None:
+    """config.json, and data.json when the dataset records something of itself (a paired dataset's splits)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AelabError(f"cannot create the run folder {run_dir} ({exc.strerror or exc}); "
+                         f"choose another --out") from None
+    cfg.save(run_dir / CONFIG)
+    if data.record is not None:
+        atomic_write_text(run_dir / DATA, json.dumps(data.record, indent=1) + "\n")
 
 
 def write_figures(run: Run, data: Dataset, log=None) -> list[Path]:
@@ -142,10 +155,7 @@ def write_figures(run: Run, data: Dataset, log=None) -> list[Path]:
     Kept to seconds: the latent map is a t-SNE of 500 test codes here (``aelab report RUN`` draws
     the full one). Returns the paths written, the report last.
     """
-    if data.is_multimodal:
-        paths = list(write_multimodal_figures(run, data, log=log).values())
-    else:
-        paths = list(write_run_figures(run, data, **TRAIN_END).values())
+    paths = list(report_pages(run.model).write_figures(run, data, **TRAIN_END).values())
     paths.append(write_run_report(run, data, redraw=False, progress=False, log=None))
     if log:
         log(f"report: {paths[-1]}")
@@ -153,28 +163,29 @@ def write_figures(run: Run, data: Dataset, log=None) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------------ the tour
-# The tour: each model with its epochs on mnist5k, its settings (RunConfig fields) and what a newcomer should
-# know about it. The epochs keep the whole tour within about three minutes on a 2-core laptop CPU while every
-# model learns digits one can recognise.
+# The tour, its one definition: each model with its epochs on mnist5k, its settings (keyword settings of
+# build_model), its optimisation (RunConfig fields) and what a newcomer should know about it. The epochs keep the
+# whole tour within a couple of minutes on 2 CPU cores (measured: benchmarks/README.md, Results, The tour) while
+# every model learns digits one can recognise.
+# A family that reads paired modalities (the multimodal one) runs on digit datasets only (its words name digits).
 TOUR = [
-    {"model": "dense", "epochs": 30, "settings": {},
+    {"model": "dense", "epochs": 30, "settings": {}, "train": {},
      "what": "the classic autoencoder: an MLP squeezes each image into a 32-number code and back"},
-    {"model": "sparse", "epochs": 30, "settings": {"penalty": "topk", "k": 25},
+    {"model": "sparse", "epochs": 30, "settings": {"penalty": "topk", "k": 25}, "train": {},
      "what": "256 code units, of which only the 25 largest per image are kept (TopK): each image uses 25 units "
              "and each unit learns a pen stroke. The KL penalty (--penalty kl) only pulls each unit's average "
              "activation towards 5%: on mnist5k about 170 of 256 units stay active per image and its units draw "
              "blurry whole digits"},
-    {"model": "conv", "epochs": 8, "settings": {},
+    {"model": "conv", "epochs": 8, "settings": {}, "train": {},
      "what": "convolutions see local patterns: sharper reconstructions from the same 32-number code"},
-    {"model": "vae", "epochs": 30, "settings": {},
+    {"model": "vae", "epochs": 30, "settings": {}, "train": {},
      "what": "the code is a Gaussian posterior, trained on the ELBO: the model can generate new digits"},
+    {"model": "multimodal", "epochs": 8, "train": {"batch_size": 64, "lr": 2e-3},
+     "settings": {"latent_dim": 16, "image_channels": [8, 16], "audio_channels": [16, 32], "text_hidden": 32},
+     "what": "one latent space for digits seen, written (and heard, when the spoken-digit file is found): "
+             "a word generates an image, an image its word, a recording finds its images"},
 ]
-# The tour's last run: one latent space for digits seen and written (and heard, when the FSDD file is found), on
-# digit datasets only (the words name digits).
-TOUR_MULTIMODAL = {"model": "multimodal", "epochs": MULTIMODAL_TOUR["train"]["epochs"],
-                   "settings": MULTIMODAL_TOUR["settings"], "train": MULTIMODAL_TOUR["train"],
-                   "what": "one latent space for digits seen, written (and heard, when the spoken-digit file is found): "
-                           "a word generates an image, an image its word, a recording finds its images"}
+TOUR_MULTIMODAL = next(step for step in TOUR if step["model"] == "multimodal")  # (the notebook trains it alone)
 TOUR_DIGITS = ("mnist5k", "mnist")
 TOUR_SAMPLES = 4000  # the tour's epochs are for mnist5k's 4,000 train images; other datasets keep the samples seen
 
@@ -211,54 +222,44 @@ def _tour(dataset, epochs, out, data_dir, progress, say) -> Path:
         raise AelabError(f"the tour trains convolutional models, which need images; {dataset} holds "
                          f"{data.input_shape} features: use aelab train --model dense on it")
     scale = TOUR_SAMPLES / len(data.x_train)
-    say(f"aelab tour: four autoencoders on {data.name} ({len(data.x_train):,} train / {len(data.x_test):,} test "
-        f"images), written to {out}/")
-    run_dirs = []
-    steps = len(TOUR) + (dataset in TOUR_DIGITS)
-    for i, step in enumerate(TOUR, start=1):
-        name = step["model"]
+    steps = [s for s in TOUR if dataset in TOUR_DIGITS or not has(model_class(s["model"]), MULTIMODAL)]
+    say(f"aelab tour: {len(steps)} autoencoders on {data.name} ({len(data.x_train):,} train / {len(data.x_test):,} "
+        f"test images), written to {out}/")
+    single, html = [], None
+    for i, step in enumerate(steps, start=1):
+        name, paired = step["model"], has(model_class(step["model"]), MULTIMODAL)
         n = epochs or max(1, round(step["epochs"] * scale))
-        say(f"\n[{i}/{steps}] {name}: {step['what']} ({n} epoch{'s' * (n > 1)})")
         t = time.perf_counter()
-        run = train(name, data, out=out / name, epochs=n, report=False, progress=progress, log=None,
-                    **step["settings"])
-        write_run_report(run, data, progress=False, log=(lambda m: say(f"      {m}")) if progress else None)
-        run_dirs.append(run.path)
-        say(f"      test loss {run.last['test_loss']:.4g}, {time.perf_counter() - t:.0f} s; report: "
-            f"{run.path / 'report.html'}")
-    html = write_comparison_report(run_dirs, out / "report.html", data, progress=False, log=None)
-    rows = [{**(read_evaluation(r) or {}), "run": r.name} for r in run_dirs]
-    say("\n" + markdown_table(rows).rstrip())
-    if dataset in TOUR_DIGITS:
-        _tour_multimodal(dataset, epochs, out, data_dir, progress, say, steps, scale)
+        step_data = load_run_data(RunConfig(model=name, dataset=dataset, data_dir=data_dir)) if paired else data
+        say(f"\n[{i}/{len(steps)}] {name}{' (' + ' + '.join(step_data.modalities) + ')' if paired else ''}: "
+            f"{step['what']} ({n} epoch{'s' * (n > 1)})")
+        torch.manual_seed(0)
+        model = build_model(name, modalities=step_data.specs(), **step["settings"])
+        run = train(model, step_data, out=out / name, epochs=n, report=False, progress=progress, log=None,
+                    **step["train"])
+        report = write_run_report(run, step_data, progress=False,
+                                  log=(lambda m: say(f"      {m}")) if progress else None)
+        say(_tour_summary(run, paired) + f", {time.perf_counter() - t:.0f} s; report: {report}")
+        if not paired:
+            single.append(run.path)
+        if not paired and len(single) == sum(not has(model_class(s["model"]), MULTIMODAL) for s in steps):
+            html = write_comparison_report(single, out / "report.html", data, progress=False, log=None)
+            rows = [{**(read_evaluation(r) or {}), "run": r.name} for r in single]
+            say("\n" + markdown_table(rows).rstrip())
     say(f"\ntour done in {time.perf_counter() - t0:.0f} s. Open the comparison report in a browser:\n  {html}")
     return html
 
 
-def _tour_multimodal(dataset, epochs, out, data_dir, progress, say, steps, scale) -> Path:
-    """The tour's multimodal run: trained, evaluated and reported; its coherence and retrieval printed."""
-    step = TOUR_MULTIMODAL
-    n = epochs or max(1, round(step["epochs"] * scale))
-    t = time.perf_counter()
-    cfg = RunConfig(model="multimodal", dataset=dataset, data_dir=data_dir)
-    modalities = default_modalities(cfg)
-    say(f"\n[{steps}/{steps}] multimodal ({modalities.replace(',', ' + ')}): {step['what']} "
-        f"({n} epoch{'s' * (n > 1)})")
-    data = load_run_data(dataclasses.replace(cfg, modalities=modalities))
-    torch.manual_seed(0)
-    model = build_model("multimodal", modalities=modalities_of(data), **step["settings"])  # small: seconds a epoch
-    optimisation = {k: v for k, v in step["train"].items() if k != "epochs"}
-    run = train(model, data, out=out / "multimodal", epochs=n, report=False, progress=progress, log=None,
-                **optimisation)
-    report = write_run_report(run, progress=False, log=None)
+def _tour_summary(run: Run, paired: bool) -> str:
+    """One line of a tour step's result: the test loss; for paired modalities, coherence and recall@1 too."""
+    if not paired:
+        return f"      test loss {run.last['test_loss']:.4g}"
     ev = read_evaluation(run.path) or {}
     shown = ", ".join(f"{pair} {value:.2f}" for pair, value in (ev.get("coherence") or {}).items()
                       if not pair.startswith("joint"))
-    say(f"      coherence (an independent classifier agrees with the source's digit): {shown}")
     recall = ", ".join(f"{pair} {v['recall@1']:.2f}" for pair, v in (ev.get("retrieval") or {}).items())
-    say(f"      retrieval recall@1: {recall}")
-    say(f"      {time.perf_counter() - t:.0f} s; report: {report}")
-    return report
+    return (f"      coherence (an independent classifier agrees with the source's digit): {shown}\n"
+            f"      retrieval recall@1: {recall}\n      done")
 
 
 def _fresh(base: Path) -> Path:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from .errors import AelabError, closest, first_line
 from .io import atomic_write_text
-from .data.multimodal import check_modalities
-from .registry import check_model_settings, is_multimodal
+from .models.base import require
+from .registry import check_model_settings
 
 try:
     import tomllib
@@ -36,19 +36,21 @@ class RunConfig:
     dataset: str = "mnist5k"  # dataset name: see `aelab datasets`
     data_dir: str | None = None  # folder holding this dataset's files (overrides AELAB_DATA_DIR)
     out: str | None = None  # run folder; default runs/<model>-<dataset>[-N]
-    # --- the model's settings: owned and validated by its family's settings class (models/<family>.py)
-    latent_dim: int | None = None  # size of the code z; None = the model's default (32; 256 for sparse)
-    hidden_dims: list[int] | None = None  # hidden layer sizes (dense) or channels (conv); None = model default
-    loss: str | None = None  # reconstruction loss: "mse" or "bce"; None = the model's default
-    weight_init: str = "he"  # encoder weights: "he" (Kaiming normal for its ReLU layers) or "torch" (PyTorch's default)
+    # --- the model's settings: owned and validated by its family's settings class (models/<family>.py). None =
+    # the family's default; a value the chosen family does not read is refused (never silently dropped), and
+    # config.json records every setting the model was built with.
+    latent_dim: int | None = None  # size of the code z (dense, conv, vae: 32; sparse: 256)
+    hidden_dims: list[int] | None = None  # hidden layer sizes (dense, vae, sparse; [] = none) or channels (conv)
+    loss: str | None = None  # reconstruction loss: "mse" or "bce" (one-modality models)
+    weight_init: str | None = None  # encoder weights: "he" (Kaiming normal for its ReLU layers; default) or "torch"
     # --- sparse autoencoder
-    penalty: str = "kl"  # sparsity penalty: "kl", "l1" or "topk"
-    target_sparsity: float = 0.05  # rho, the target mean activation of each unit (kl penalty)
+    penalty: str | None = None  # sparsity penalty: "kl" (default), "l1" or "topk"
+    target_sparsity: float | None = None  # rho, the target mean activation of each unit (kl penalty; 0.05)
     sparsity_weight: float | None = None  # weight of the penalty (kl, l1) or of the dead-unit AuxK loss (topk); None = per-penalty default
-    k: int = 25  # active units per sample (topk penalty)
-    # --- variational autoencoder
-    beta: float = 1.0  # weight of the KL term (beta-VAE; 1.0 = the plain ELBO)
-    kl_warmup: int = 0  # epochs over which the KL weight ramps linearly from 0 to beta
+    k: int | None = None  # active units per sample (topk penalty; 25)
+    # --- variational autoencoders (vae, conv-vae, multimodal)
+    beta: float | None = None  # weight of the KL term (beta-VAE; 1.0 = the plain ELBO)
+    kl_warmup: int | None = None  # epochs over which the KL weight ramps linearly from 0 to beta (0)
     binarize: bool = False  # train and evaluate on dynamically binarized images (Bernoulli draws per batch)
     # --- multimodal autoencoder (--model multimodal)
     modalities: str | None = None  # two or more of image,audio,text, comma-separated; None = image,audio,text when the FSDD file is found, else image,text
@@ -77,42 +79,32 @@ class RunConfig:
     # ----------------------------------------------------------------- validation
     def validate(self) -> "RunConfig":
         """Check ranges and cross-field rules; raise AelabError naming the field and the fix."""
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise AelabError(msg)
-
-        need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
-        need(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
-        need(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}; try --lr 1e-3")
-        need(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+        require(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
+        require(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
+        require(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}; try --lr 1e-3")
+        require(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
              f"weight_decay must be >= 0, got {self.weight_decay}")
-        need(self.lr_schedule in LR_SCHEDULES,
+        require(self.lr_schedule in LR_SCHEDULES,
              f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got '{self.lr_schedule}'")
-        need(math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
+        require(math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
              f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        need(not (self.warmup_epochs and self.lr_schedule == "onecycle"),
+        require(not (self.warmup_epochs and self.lr_schedule == "onecycle"),
              "warmup_epochs applies to the constant and cosine schedules; onecycle warms up by itself: drop "
              "--warmup-epochs")
         if self.patience is not None:
-            need(self.patience >= 1, f"patience must be at least 1 epoch, got {self.patience}")
+            require(self.patience >= 1, f"patience must be at least 1 epoch, got {self.patience}")
         if self.val_fraction is not None:
-            need(math.isfinite(self.val_fraction) and 0 <= self.val_fraction < 1,
+            require(math.isfinite(self.val_fraction) and 0 <= self.val_fraction < 1,
                  f"val_fraction must lie in [0, 1), got {self.val_fraction}; try --val-fraction 0.1")
-        need(not (self.patience is not None and self.validation_fraction == 0),
+        require(not (self.patience is not None and self.validation_fraction == 0),
              "early stopping (--patience) watches a validation split: give --val-fraction above 0 (e.g. 0.1)")
-        need(self.precision in ("auto", "fp32", "bf16"),
+        require(self.precision in ("auto", "fp32", "bf16"),
              f"precision must be 'auto', 'fp32' or 'bf16', got '{self.precision}'")
         if self.grad_clip is not None:
-            need(math.isfinite(self.grad_clip) and self.grad_clip > 0,
+            require(math.isfinite(self.grad_clip) and self.grad_clip > 0,
                  f"grad_clip must be a positive number, got {self.grad_clip}")
-        need(0 <= self.seed <= MAX_SEED, f"seed must lie in 0..{MAX_SEED}, got {self.seed}")
-        if self.modalities is not None:
-            check_modalities(self.modalities)
-        if not is_multimodal(self.model):
-            for name, value in (("modalities", self.modalities), ("audio_data", self.audio_data)):
-                need(value is None, f"--{name.replace('_', '-')} applies to --model multimodal, not to "
-                                    f"--model {self.model}; drop it or train the multimodal model")
-        check_model_settings(self)  # the model's fields, by the settings classes of the families that own them
+        require(0 <= self.seed <= MAX_SEED, f"seed must lie in 0..{MAX_SEED}, got {self.seed}")
+        check_model_settings(self)  # the model's fields: read by the chosen family, judged by its settings class
         return self
 
     @property

@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import FORMAT_VERSION, RunConfig, default_out
-from .data import Dataset, load_dataset
-from .data.multimodal import MODALITIES, find_fsdd, load_multimodal
+from .data import Dataset
 from .errors import AelabError
 from .io import load_checkpoint
-from .registry import is_multimodal, load_model, model_from_spec
+from .registry import load_model, model_class, model_from_spec
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -25,29 +24,13 @@ CHECKPOINT = Path("checkpoints") / "last.pt"
 BEST = Path("checkpoints") / "best.pt"  # with a validation split: the weights of the epoch with the lowest validation loss
 EVALUATION = "evaluation.json"
 TENSORBOARD = "tensorboard"  # --tensorboard: event files for `tensorboard --logdir`
-DATA = "data.json"  # multimodal runs: the modalities, the stratified FSDD split and its statistics, the text forms
-
-
-def default_modalities(cfg: RunConfig) -> str:
-    """The modalities of a multimodal run: the config's, else image,audio,text when the FSDD file is found
-    (``--audio-data``, ``AELAB_DATA_DIR/fsdd-mfcc/digits.npz``, the cache), else image,text."""
-    if cfg.modalities:
-        return cfg.modalities
-    try:
-        find_fsdd(cfg.audio_data, cfg.data_dir)
-    except AelabError:
-        return "image,text"
-    return ",".join(MODALITIES)
+DATA = "data.json"  # what the dataset records of itself (Dataset.record): a multimodal run's modalities, FSDD split, ...
 
 
 def load_run_data(cfg: RunConfig) -> Dataset:
-    """The data a run trains and is evaluated on, from its config alone: a dataset by name, or, for a
-    multimodal model, the paired digits of :func:`aelab.data.multimodal.load_multimodal` (deterministic under
-    the run's seed, so evaluation sees the very pairs and splits training had)."""
-    if is_multimodal(cfg.model):
-        return load_multimodal(cfg.dataset, default_modalities(cfg), audio_path=cfg.audio_data,
-                               data_dir=cfg.data_dir, seed=cfg.seed)
-    return load_dataset(cfg.dataset, cfg.data_dir)
+    """The data a run trains and is evaluated on, from its config alone: what its model family loads (a dataset
+    by name; paired modalities for a multimodal model), deterministic, so evaluation sees the rows training had."""
+    return model_class(cfg.model).load_data(cfg)
 
 
 @dataclass
@@ -57,7 +40,7 @@ class Run:
     path: Path
     config: RunConfig
     history: list[dict] = field(default_factory=list)
-    model: object | None = None  # the Autoencoder (or multimodal model) with its latest weights
+    model: object | None = None  # the model (see aelab.models.base.BaseAutoencoder) with its latest weights
 
     @property
     def last(self) -> dict:

@@ -40,7 +40,7 @@ from .api import train
 from .config import MAX_SEED
 from .data import from_arrays
 from .data.batches import iterate_batches
-from .device import resolve_device
+from .device import INFERENCE_BATCH, resolve_device
 from .errors import AelabError
 from .models.base import eval_mode
 from .registry import build_model
@@ -56,7 +56,6 @@ logger = logging.getLogger(__name__)
 
 SCALINGS = ("auto", "standard", "none")
 MONITOR_ROWS = 1024  # training rows scored after every epoch (the trainer's per-epoch "test" loss)
-BATCH = 2048  # rows per batch in transform and inverse_transform
 
 
 class InvalidInputError(AelabError, ValueError):
@@ -226,7 +225,7 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             Z = Z * self.code_scale_ + self.code_mean_  # float64
         z = torch.as_tensor(Z, dtype=dtype)
         with self._on_device(dtype) as (model, device), torch.inference_mode():
-            parts = [model.decode(zb.to(device)).cpu() for zb in z.split(BATCH)]
+            parts = [model.decode(zb.to(device)).cpu() for zb in z.split(INFERENCE_BATCH)]
         out = torch.cat(parts).double().numpy().reshape(len(Z), *self.input_shape_)
         if self.scaling_ == "pixels":
             out = out * 255.0
@@ -261,7 +260,7 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         dtype = _compute_dtype(X.dtype)
         x = self._to_tensor(X, dtype)
         with self._on_device(dtype) as (model, device), torch.inference_mode():
-            codes = [model.codes(xb.to(device)).flatten(1).cpu() for xb in iterate_batches(x, BATCH)]
+            codes = [model.encode(xb.to(device)).flatten(1).cpu() for xb in iterate_batches(x, INFERENCE_BATCH)]
         return torch.cat(codes).numpy()
 
     def _to_tensor(self, X, dtype=torch.float32) -> torch.Tensor:
@@ -276,7 +275,7 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return x.reshape(len(x), *_model_shape(self.input_shape_))
 
     def _on_device(self, dtype=torch.float32):
-        return _ModelOn(self.model_, resolve_device(self.device), dtype)
+        return _ModelForInference(self.model_, resolve_device(self.device), dtype)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -287,8 +286,8 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return {"preserves_dtype": ["float64", "float32"]}
 
 
-class _ModelOn:
-    """``with _ModelOn(model, device, dtype) as (model, device)``: the model in eval mode on ``device`` with
+class _ModelForInference:
+    """``with _ModelForInference(model, device, dtype) as (model, device)``: the model in eval mode on ``device`` with
     parameters of ``dtype`` for the block, then back to float32 on the CPU (float32 to float64 and back is
     exact)."""
 

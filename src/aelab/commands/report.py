@@ -65,7 +65,7 @@ def add_parsers(sub) -> None:
                                     "trained, compared and shown",
                        description="Train a dense, a sparse (TopK: 25 of 256 units per image), a convolutional and a variational "
                                    "autoencoder, evaluate each, write their runs and reports and one comparison "
-                                   "report. About three minutes on a laptop CPU with the defaults.")
+                                   "report. About two minutes on 2 CPU cores (benchmarks/README.md, Results, The tour).")
     t.add_argument("--dataset", default="mnist5k", help="dataset name (default: mnist5k; mnist for the full set)")
     t.add_argument("--data-dir", default=None, metavar="DIR", help="folder holding the dataset's files (default: AELAB_DATA_DIR/<dataset>, then the cache)")
     t.add_argument("--epochs", default=None, metavar="N",

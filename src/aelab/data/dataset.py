@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import AelabError
-from ..modality import FEATURES, IMAGE
+from ..modality import FEATURES, IMAGE, Modality
 from .batches import ModalityBatches, TensorBatches, as_inputs
 
 
@@ -47,6 +47,22 @@ class Dataset:
     def is_multimodal(self) -> bool:
         return isinstance(self.x_train, dict)
 
+    def specs(self) -> dict[str, Modality]:
+        """``{modality: Modality}``: what a model is built for. A loader of paired data records them in
+        ``meta["modalities"]``; one modality's spec says "bernoulli" when its values lie in [0, 1] (a sigmoid
+        output fits them), else "gaussian"."""
+        if "modalities" in self.meta:
+            return {k: Modality.from_dict(d) for k, d in self.meta["modalities"].items()}
+        name = self.modalities[0]
+        return {name: Modality(name, self.input_shape, str(self.x_train.dtype).removeprefix("torch."),
+                               "bernoulli" if self.bounded else "gaussian")}
+
+    @property
+    def record(self) -> dict | None:
+        """What the run folder keeps of this dataset beside its config (``data.json``: e.g. a paired dataset's
+        splits and statistics), or None when its name and config rebuild it alone."""
+        return self.meta.get("record")
+
     def inputs(self, split: str = "test") -> dict:
         """The rows of ``split`` ("train" or "test") as a mapping ``{modality: tensor}``."""
         x = self.x_train if split == "train" else self.x_test
@@ -59,7 +75,7 @@ class Dataset:
             return ModalityBatches({k: TensorBatches(v) for k, v in self.x_train.items()}, binarize)
         return ModalityBatches({self.modalities[0]: self.train_batches()}, binarize)
 
-    def _single(self, what: str) -> torch.Tensor:
+    def _only_modality(self, what: str) -> torch.Tensor:
         if self.is_multimodal:
             raise AelabError(f"{self.name} holds several modalities ({', '.join(self.modalities)}), so it has no "
                              f"single {what}; use a multimodal model (--model multimodal)")
@@ -68,7 +84,7 @@ class Dataset:
     # ------------------------------------------------------------------ one modality
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self._single("input shape").shape[1:])
+        return tuple(self._only_modality("input shape").shape[1:])
 
     @property
     def is_images(self) -> bool:
@@ -119,7 +135,7 @@ class Dataset:
     def train_batches(self):
         """The training rows of a one-modality dataset as a tensor batch source (see
         :class:`aelab.data.batches.TensorBatches`; a memory-mapped dataset gives its own)."""
-        return TensorBatches(self._single("tensor of rows"))
+        return TensorBatches(self._only_modality("tensor of rows"))
 
     def __repr__(self) -> str:
         if self.is_multimodal:
@@ -141,7 +157,7 @@ def from_arrays(x_train, y_train=None, x_test=None, y_test=None, *, name: str = 
     n_classes = None if classes is None else len(classes)
     y_train = None if y_train is None else _labels(y_train, len(x_train), "y_train", n_classes)
     if x_test is None:
-        tr, te = split_indices(len(x_train), test_fraction, seed, None if y_train is None else y_train.numpy())
+        tr, te = split_indices(len(x_train), test_fraction, seed, None if y_train is None else y_train.cpu().numpy())
         x_test, x_train = x_train[te], x_train[tr]
         if y_train is not None:
             y_test, y_train = y_train[te], y_train[tr]

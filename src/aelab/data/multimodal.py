@@ -196,7 +196,7 @@ def _read_fsdd(f: Path):
 def audio_split(labels, seed: int = 0, test_fraction: float = AUDIO_TEST_FRACTION):
     """Seeded, stratified split of the recordings: (train indices, test indices), int64 numpy, sorted."""
     train, test = split_indices(len(labels), test_fraction, seed, np.asarray(labels))
-    return train.numpy(), test.numpy()
+    return train.cpu().numpy(), test.cpu().numpy()
 
 
 def mfcc_stats(recordings) -> tuple[np.ndarray, np.ndarray]:
@@ -281,7 +281,7 @@ def load_multimodal(dataset: str = "mnist5k", modalities=MODALITIES, audio_path=
         if images.y_train is None or images.x_train.shape[1:] != (1, 28, 28) or images.x_train.dtype != torch.uint8:
             raise AelabError(f"the multimodal data pairs 28x28 digit images with labels; '{dataset}' is not such a "
                              f"dataset: use mnist5k or mnist")
-        rows = {"train": images.y_train.numpy(), "test": images.y_test.numpy()}
+        rows = {"train": images.y_train.cpu().numpy(), "test": images.y_test.cpu().numpy()}
         x = {"train": {"image": images.x_train}, "test": {"image": images.x_test}}
         name = images.name
         sources.append(images.source)
@@ -323,6 +323,7 @@ def load_multimodal(dataset: str = "mnist5k", modalities=MODALITIES, audio_path=
                         "train_templates": list(TRAIN_TEMPLATES), "test_templates": list(TEST_TEMPLATES),
                         "train_forms": {str(d): f for d, f in digit_forms(False).items()},
                         "test_forms": {str(d): f for d, f in digit_forms(True).items()}}
+    meta["record"] = dict(meta)  # the JSON-able part, for the run folder's data.json (describe_multimodal)
     meta["pairing"] = pairing
     as_t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.int64))  # noqa: E731
     return Dataset(name, x["train"], x["test"], as_t(rows["train"]), as_t(rows["test"]),
@@ -337,4 +338,4 @@ def modalities_of(data: Dataset) -> dict[str, Modality]:
 def describe_multimodal(data: Dataset) -> dict:
     """The JSON-able part of ``data.meta`` for the run folder: modalities, FSDD split and statistics, text
     forms, T and L (the per-row pairing arrays left out: the seed rebuilds them)."""
-    return {k: v for k, v in data.meta.items() if k != "pairing"}
+    return dict(data.meta["record"])

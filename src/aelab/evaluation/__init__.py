@@ -3,8 +3,8 @@
     from aelab.evaluation import evaluate_model, evaluate_run, probe_accuracies
     metrics = evaluate_run("runs/vae-mnist5k", iwae_samples=1000)   # also writes evaluation.json
 
-Evaluation imports models and data; it knows no model by name (a model is *variational* when its
-``encode`` returns a posterior object). See :mod:`aelab.evaluation.evaluate` for every key.
+Evaluation imports models and data; it knows no model by name (a model is *variational* when it declares the
+capability: its ``posterior(x)`` is a distribution). See :mod:`aelab.evaluation.evaluate` for every key.
 """
 from .evaluate import (DEFAULT_IWAE_SAMPLES, EVALUATION, METRIC_KEYS, encode_all, ensure_evaluation, evaluate_model,
                        evaluate_run, read_evaluation)
@@ -14,6 +14,6 @@ from .metrics import (ACTIVE_THRESHOLD, active_units, bce_per_image, dead_fracti
 from .probes import probe_accuracies, stratified_subset
 
 __all__ = ["ACTIVE_THRESHOLD", "DEFAULT_IWAE_SAMPLES", "EVALUATION", "METRIC_KEYS", "active_units", "bce_per_image",
-           "dead_fraction", "encode_all", "ensure_evaluation", "evaluate_model", "evaluate_run", "firing_rates", "hoyer_sparsity",
-           "is_variational", "iwae_from_log_weights", "iwae_nll", "log_importance_weights", "mse_per_pixel",
+           "dead_fraction", "encode_all", "ensure_evaluation", "evaluate_model", "evaluate_run", "firing_rates",
+           "hoyer_sparsity", "is_variational", "iwae_from_log_weights", "iwae_nll", "log_importance_weights", "mse_per_pixel",
            "neg_elbo", "probe_accuracies", "read_evaluation", "sparsity_summary", "stratified_subset"]

@@ -19,10 +19,10 @@ import torch
 
 from ..data.batches import as_float, iterate_batches
 from ..data.datasets import DATASETS, Dataset
-from ..device import resolve_device
+from ..device import INFERENCE_BATCH, resolve_device
 from ..errors import AelabError
 from ..io import atomic_write_text
-from ..models.base import eval_mode, model_device
+from ..models.base import MULTIMODAL, eval_mode, has, model_device
 from ..runfolder import CHECKPOINT, EVALUATION, MODEL, load_run_data, open_run
 from . import likelihood
 from .multimodal import evaluate_multimodal
@@ -31,7 +31,6 @@ from .probes import MAX_TRAIN, probe_accuracies, stratified_subset
 from .specs import METRIC_KEYS  # noqa: F401  (re-exported: the keys evaluate_model writes)
 
 DEFAULT_IWAE_SAMPLES = 100  # a few seconds on mnist5k on a CPU; the benchmarks use K >= 1000
-BATCH = 2048  # evaluation batch (no gradients, so large batches are cheap)
 
 
 def evaluate_model(model, data: Dataset, *, binarize: bool = False, iwae_samples: int | None = None,
@@ -65,7 +64,7 @@ def _evaluate(model, data: Dataset, device, binarize: bool, k: int, seed: int, p
     bounded = data.bounded  # BCE needs targets in [0, 1]
     codes = []
     with torch.inference_mode():
-        for xb in iterate_batches(x_test, BATCH):
+        for xb in iterate_batches(x_test, INFERENCE_BATCH):
             z = model.codes(xb)
             recon = model.reconstruct(xb)  # decode(codes(x)) for our models; a model may define its own
             sums["mse"] = sums["mse"] + mse_per_pixel(recon, xb).double().sum()
@@ -78,7 +77,7 @@ def _evaluate(model, data: Dataset, device, binarize: bool, k: int, seed: int, p
         result["test_bce"] = float(sums["bce"]) / len(x_test)
 
     # --- likelihood bounds of variational models
-    if likelihood.is_variational(model, x_test):
+    if likelihood.is_variational(model):
         x_lik = x_test
         if binarize:
             with likelihood.seeded(seed, device):
@@ -114,7 +113,7 @@ def _evaluate(model, data: Dataset, device, binarize: bool, k: int, seed: int, p
     return result
 
 
-def encode_all(model, x: torch.Tensor, batch_size: int = BATCH) -> torch.Tensor:
+def encode_all(model, x: torch.Tensor, batch_size: int = INFERENCE_BATCH) -> torch.Tensor:
     """``model.codes`` of every sample of ``x`` (B, ...) in large batches, no gradients: (B, D) float32."""
     with torch.inference_mode():
         return torch.cat([model.codes(xb).flatten(1).float() for xb in iterate_batches(x, batch_size)])
@@ -137,7 +136,7 @@ def evaluate_run(run_dir, *, iwae_samples: int | None = None, data: Dataset | No
         data = load_run_data(cfg)
     model = run.model.to(resolve_device(device))
     result = {"run": str(run_dir), "model": cfg.model, "dataset": data.name, "epochs": len(run.history)}
-    if data.is_multimodal:  # retrieval, coherence (judged by cached oracles), per-modality errors and probes
+    if has(model, MULTIMODAL):  # retrieval, coherence (judged by cached oracles), per-modality errors and probes
         result["modalities"] = data.modalities
         result.update(evaluate_multimodal(model, data, seed=cfg.seed))
     else:

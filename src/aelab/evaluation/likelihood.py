@@ -1,6 +1,6 @@
 """Likelihood bounds of variational models: the negative ELBO and the IWAE estimate of -log p(x), in nats.
 
-A model is *variational* when ``model.encode(x)`` returns a posterior object with ``sample(n)``,
+A model is *variational* when it declares the VARIATIONAL capability: ``model.posterior(x)`` is an object with ``sample(n)``,
 ``log_prob(z)`` and ``kl()``, and the model has ``decode_logits(z)`` for z of shape (K, B, D) and
 ``log_likelihood(logits, x)`` giving log p(x|z) per sample (see :mod:`aelab.models.vae`).
 
@@ -18,22 +18,16 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.batches import as_float
-from ..models.base import eval_mode, model_device
+from ..models.base import VARIATIONAL, eval_mode, has, model_device
 from ..models.vae import standard_normal_log_prob
 
 MAX_ELEMENTS = 1 << 24  # decoder outputs per chunk (64 MiB of float32; the BCE adds a few temporaries)
 
 
-def is_variational(model, x: torch.Tensor | None = None) -> bool:
-    """True when ``model.encode`` returns a posterior (``sample``, ``log_prob``, ``kl``) and the model
-    can score ``log_likelihood(logits, x)``. ``x`` (one sample is enough) is encoded to find out."""
-    if not (hasattr(model, "log_likelihood") and hasattr(model, "decode_logits")):
-        return False
-    if x is None:
-        x = torch.zeros(1, *model.input_shape, device=model_device(model))
-    with torch.inference_mode():
-        q = model.encode(as_float(x[:1]))
-    return all(hasattr(q, name) for name in ("sample", "log_prob", "kl"))
+def is_variational(model) -> bool:
+    """True for a model that declares the VARIATIONAL capability: ``posterior(x)`` (``sample``, ``log_prob``,
+    ``kl``), ``decode_logits(z)`` for z of shape (K, B, D) and ``log_likelihood(logits, x)``."""
+    return has(model, VARIATIONAL)
 
 
 def iwae_from_log_weights(log_w: torch.Tensor) -> torch.Tensor:
@@ -64,7 +58,7 @@ def neg_elbo(model, x: torch.Tensor, *, seed: int = 0, mc_kl: bool = False, max_
         _, b_chunk = chunk_sizes(len(x), 1, _size(x), max_elements)
         for start in range(0, len(x), b_chunk):
             xb = as_float(x[start:start + b_chunk])
-            q = model.encode(xb)
+            q = model.posterior(xb)
             z = q.sample(1)  # (1, b, D)
             if mc_kl:
                 value = -log_importance_weights(model, xb, q, z)[0]
@@ -93,7 +87,7 @@ def iwae_nll(model, x: torch.Tensor, samples: int, *, seed: int = 0, max_element
     with eval_mode(model), seeded(seed, x.device), torch.inference_mode():
         for start in range(0, len(x), b_chunk):
             xb = as_float(x[start:start + b_chunk])
-            q = model.encode(xb)
+            q = model.posterior(xb)
             acc = torch.full((len(xb),), -math.inf, dtype=torch.float64, device=x.device)  # logsumexp so far
             for k0 in range(0, samples, k_chunk):
                 k = min(k_chunk, samples - k0)

@@ -1,7 +1,7 @@
 """Reconstruction and sparsity metrics as pure functions: the same definitions for every model.
 
 Shapes: ``x`` and ``recon`` are (B, ...) with the same shape; ``codes`` are (B, D), the code the
-decoder receives (``model.codes(x)``: the sparse code itself, the posterior mean of a VAE).
+decoder receives (``model.encode(x)``: the sparse code itself, the posterior mean of a VAE).
 
 Sparsity is defined once, for every model, with one absolute threshold: a unit is *active* on a
 sample when ``|z| > ACTIVE_THRESHOLD``. Comparing a dense model by ``|z| < 0.1`` against a sparse

@@ -4,7 +4,7 @@
     metrics = evaluate_multimodal(model, data)   # data from aelab.data.multimodal.load_multimodal
 
 - ``retrieval["a->b"]``: the test items of ``a`` query the test items of ``b``, ranked by Euclidean
-  distance between codes (``model.codes({a: x})`` against ``model.codes({b: x})``); a hit is an item of
+  distance between codes (``model.encode({a: x})`` against ``model.encode({b: x})``); a hit is an item of
   the same digit. Recall@k and mean average precision (:func:`retrieval_metrics`).
 - ``coherence["a->b"]``: decode the code of each test item of ``a`` into ``b`` and classify the result
   with an oracle trained on ``b`` alone; the fraction classified as the source's digit (the coherence
@@ -35,6 +35,7 @@ from ..data.batches import as_float
 from ..data.dataset import Dataset
 from ..data.datasets import cache_dir
 from ..data.multimodal import DIGIT_WORDS, decode_text
+from ..device import INFERENCE_BATCH
 from ..errors import AelabError
 from ..io import atomic_torch_save, load_checkpoint
 from ..models.base import eval_mode, model_device
@@ -42,7 +43,6 @@ from .probes import MAX_TRAIN, probe_accuracies, stratified_subset
 
 log = logging.getLogger(__name__)
 
-BATCH = 1024  # encode/decode batch (no gradients)
 RANK_BLOCK = 2_000_000  # query x gallery distances held at once by retrieval_metrics
 ORACLE_VERSION = 2  # part of every oracle's cache key: bump when an architecture or its training changes
 KS = (1, 5, 10)
@@ -141,10 +141,8 @@ class AudioOracle(nn.Module):
 
 
 ORACLES = {"image": ImageOracle, "audio": AudioOracle}
-# samples seen in training (epochs = this / training items, at least MIN_EPOCHS). Measured (seed 0, one
-# thread): ImageOracle 0.9907 on MNIST after 2 epochs, 0.981 on mnist5k after 10 (~15 s); AudioOracle
-# 0.995-0.997 on the 600 test recordings (seeds 0-2) after 50,000 samples (21 epochs, ~7 s), no better after
-# 150,000 (~19 s)
+# samples seen in training (epochs = this / training items, at least MIN_EPOCHS); what each judge reaches with
+# them is measured in benchmarks/README.md (Results, Multimodal)
 TRAIN_SAMPLES = {"image": 40_000, "audio": 50_000}
 MIN_EPOCHS = {"image": 2, "audio": 20}
 ORACLE_LR = {"image": 1e-2, "audio": 2e-3}  # the peak of a one-cycle schedule
@@ -164,8 +162,8 @@ class Oracle:
             return classify_text(decode_text(to_ids(x)))
         device = next(self.net.parameters()).device
         with eval_mode(self.net):
-            return torch.cat([self.net(as_float(x[s:s + BATCH]).to(device)).argmax(1).cpu()
-                              for s in range(0, len(x), BATCH)])
+            return torch.cat([self.net(as_float(x[s:s + INFERENCE_BATCH]).to(device)).argmax(1).cpu()
+                              for s in range(0, len(x), INFERENCE_BATCH)])
 
 
 def train_classifier(net: nn.Module, x, y, modality: str, seed: int = 0, batch_size: int = 128,
@@ -256,9 +254,10 @@ def item_rows(data: Dataset, split: str, modality: str) -> torch.Tensor:
     if modality == "image":
         return torch.arange(len(x))
     if modality in pairing:
-        ids = np.asarray(pairing[modality]) * 10 + (getattr(data, f"y_{split}").numpy() if modality == "text" else 0)
+        labels = getattr(data, f"y_{split}").cpu().numpy() if modality == "text" else 0
+        ids = np.asarray(pairing[modality]) * 10 + labels  # a text form is its index and its digit
     else:
-        ids = torch.unique(x.flatten(1), dim=0, return_inverse=True)[1].numpy()
+        ids = torch.unique(x.flatten(1), dim=0, return_inverse=True)[1].cpu().numpy()
     return torch.as_tensor(np.sort(np.unique(ids, return_index=True)[1]))
 
 
@@ -269,20 +268,23 @@ def to_ids(text: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def encode(model, batch: dict) -> torch.Tensor:
-    """``model.codes`` of a dict of row-aligned tensors, in batches on the model's device: (N, D) on the CPU."""
+    """``model.encode`` of a dict of row-aligned tensors, in batches on the model's device: (N, D) on the CPU."""
     device = model_device(model)
     n = len(next(iter(batch.values())))
-    return torch.cat([model.codes({m: as_float(x[s:s + BATCH]).to(device) for m, x in batch.items()}).float().cpu()
-                      for s in range(0, n, BATCH)])
+    parts = []
+    for s in range(0, n, INFERENCE_BATCH):
+        rows = {m: as_float(x[s:s + INFERENCE_BATCH]).to(device) for m, x in batch.items()}
+        parts.append(model.encode(rows).float().cpu())
+    return torch.cat(parts)
 
 
 @torch.inference_mode()
 def decode(model, z: torch.Tensor, modality: str) -> torch.Tensor:
-    """``model.decode(z)[modality]`` in batches: image (N, 1, 28, 28), audio (N, T, 13), text ids (N, L)."""
+    """``model.decode(z, modality)`` in batches: image (N, 1, 28, 28), audio (N, T, 13), text ids (N, L)."""
     device = model_device(model)
     outs = []
-    for s in range(0, len(z), BATCH):
-        out = model.decode(z[s:s + BATCH].to(device))[modality]
+    for s in range(0, len(z), INFERENCE_BATCH):
+        out = model.decode(z[s:s + INFERENCE_BATCH].to(device), modality)
         outs.append((to_ids(out) if modality == "text" else out.float()).cpu())
     return torch.cat(outs)
 
@@ -300,8 +302,8 @@ def reconstruction_error(modality: str, output: torch.Tensor, target: torch.Tens
 def evaluate_multimodal(model, data: Dataset, seed: int = 0, probes: bool = True, oracles: dict | None = None) -> dict:
     """Every multimodal metric of ``model`` on ``data``'s test set (see the module docstring).
 
-    ``model`` follows the batch contract: ``codes({m: x, ...}) -> (B, D)`` from any subset, ``decode(z)
-    -> {m: output}``. ``oracles``: ``{modality: Oracle}`` to judge coherence with (default: :func:`get_oracle`,
+    ``model`` follows the batch contract: ``encode({m: x, ...}) -> (B, D)`` from any subset, ``decode(z, m)``
+    the output of modality ``m``. ``oracles``: ``{modality: Oracle}`` to judge coherence with (default: :func:`get_oracle`,
     trained once per training set and cached). Returns ``retrieval``, ``coherence``, ``oracle_accuracy``,
     ``oracle_seconds``, ``reconstruction``, ``probes`` (unless ``probes=False``), ``test_items`` and ``seconds``.
     """
@@ -342,7 +344,7 @@ def evaluate_multimodal(model, data: Dataset, seed: int = 0, probes: bool = True
 def code_probes(model, data: Dataset, test_codes: dict, test_joint: torch.Tensor, test_labels: dict, seed: int) -> dict:
     """Linear-probe and kNN accuracy of the code from each modality alone and from all (``joint``),
     fitted on at most ``MAX_TRAIN`` train rows (a seeded stratified sample) and scored on the test items."""
-    keep = torch.as_tensor(stratified_subset(data.y_train.numpy(), MAX_TRAIN, seed))
+    keep = torch.as_tensor(stratified_subset(data.y_train.cpu().numpy(), MAX_TRAIN, seed))
     y = data.y_train[keep]
     out = {}
     for m, z in test_codes.items():

@@ -78,7 +78,7 @@ def probe_accuracies(train_codes, train_labels, test_codes, test_labels, max_tra
 def stratified_subset(labels, n: int, seed: int = 0) -> np.ndarray:
     """Sorted indices of a seeded sample of ``n`` of ``labels`` (N,), keeping class proportions
     (a plain random sample when some class is too small to stratify). All indices when n >= N."""
-    labels = np.asarray(labels)
+    labels = _to_numpy(labels)
     if n >= len(labels):
         return np.arange(len(labels))
     idx = np.arange(len(labels))

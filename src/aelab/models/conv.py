@@ -56,7 +56,7 @@ def check_conv_shape(input_shape, channels) -> None:
 
 @dataclass
 class ConvSettings(AESettings):
-    hidden_dims: list[int] | None = None  # channels of the two convolutions; None (or []) = 32,64
+    hidden_dims: list[int] | None = None  # channels of the two convolutions; None = 32,64
 
 
 class ConvAE(Autoencoder):
@@ -65,13 +65,14 @@ class ConvAE(Autoencoder):
 
     def __init__(self, input_shape=(1, 28, 28), settings: ConvSettings | None = None, **kwargs):
         super().__init__(input_shape, settings, **kwargs)
-        channels = list(self.settings.hidden_dims or (32, 64))
+        channels = [32, 64] if self.settings.hidden_dims is None else list(self.settings.hidden_dims)
+        self.settings.hidden_dims = channels
         check_conv_shape(self.input_shape, channels)
         self.encoder = ConvEncoder(self.input_shape, channels, self.latent_dim)
         self.decoder = ConvDecoder(self.input_shape, channels, self.latent_dim)
         self.init_weights()
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:

@@ -26,13 +26,10 @@ Fusion (``settings.fusion``):
   modality is left out of the average with probability ``dropout`` (at least one kept per sample) and every
   modality is reconstructed from what is left.
 
-The default is ``moe``, measured (benchmarks/multimodal.py, full MNIST + FSDD + text, seed 0, 5 epochs,
-batch 256, Adam 2e-3, widths as below; coherence image->text / text->image / audio->image, then image->audio
-recall@1): moe 0.980 / 1.000 / 0.957 / 0.931 in 374 s of one core; shared 0.968 / 0.90 / 0.953 / 0.805 in
-178 s, and 0.976 / 1.00 / 0.960 / 0.501 after 12 epochs (420 s, about moe's time): it translates as well,
-but the codes of different modalities drift apart and retrieval fails; poe 0.211 / 0.20 / 0.10 / 0.110 in
-271 s: it translates from one modality poorly while its joint code decodes well (joint->image 0.977), the
-weakness of MVAE's single-modality inference that Shi et al. 2019 report.
+The default is ``moe``: of the three it both translates between modalities and retrieves across them; ``shared``
+translates as well but its modalities' codes drift apart, and ``poe`` translates from one modality poorly while
+its joint code decodes well (the weakness of MVAE's single-modality inference that Shi et al. 2019 report). The
+numbers are measured by benchmarks/multimodal.py and kept in one place: benchmarks/README.md, "Multimodal".
 
 Likelihood weighting: each modality's log-likelihood is scaled by (values in the largest modality) / (values
 in this one), as MMVAE's ``llik_scaling`` does for MNIST-SVHN (image 784 values, sound 32 x 13, text 16:
@@ -48,22 +45,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.multimodal import MODALITIES, check_modalities, find_fsdd, load_multimodal
 from ..errors import AelabError, closest
 from ..losses import at_least_float32
 from ..modality import Modality
-from .base import AEOutput, SettingsBase, he_init, model_device, need
+from .base import (GENERATIVE, MULTIMODAL, VARIATIONAL, WEIGHT_INITS, AEOutput, BaseAutoencoder, SettingsBase, he_init,
+                   model_device, require)
 from .conv import ConvDecoder, ConvEncoder, check_conv_shape
 from .vae import DiagonalGaussian
 
 FUSIONS = ("poe", "moe", "shared")
 TEXT_DECODERS = ("gru", "mlp")
-# The optimisation this family is measured with (benchmarks/multimodal.py): on full MNIST + FSDD + text, 5 epochs
-# of 60,000 paired rows take ~95 s of one core's CPU time each, and meet the issue's targets (README, Multimodal)
+# The optimisation this family is measured with (benchmarks/multimodal.py; its numbers: benchmarks/README.md)
 TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 256, "lr": 2e-3}
-# The tour's multimodal run: mnist5k images with text (and sound when the FSDD file is found), seconds on a CPU
-TOUR = {"dataset": "mnist5k", "train": {"epochs": 8, "batch_size": 64, "lr": 2e-3},
-        "settings": {"latent_dim": 16, "image_channels": [8, 16], "audio_channels": [16, 32], "text_hidden": 32}}
-
 
 @dataclass
 class MultimodalSettings(SettingsBase):
@@ -78,30 +72,32 @@ class MultimodalSettings(SettingsBase):
     text_hidden: int = 64  # text encoder width and decoder GRU (or MLP) width
     text_decoder: str = "gru"  # "gru" (autoregressive, greedy decoding) or "mlp" (per-position logits)
     dropout: float = 0.5  # shared: probability that a modality is left out of the fused code in training
+    weight_init: str = "he"  # encoders' weights: "he" (Kaiming normal before a ReLU) or "torch" (PyTorch's default)
 
     def check_fields(self) -> "MultimodalSettings":
-        need(self.latent_dim is not None and int(self.latent_dim) >= 1,
+        require(self.latent_dim is not None and int(self.latent_dim) >= 1,
              f"latent_dim must be at least 1, got {self.latent_dim}; pass --latent-dim 32, say")
-        need(self.fusion in FUSIONS,
+        require(self.fusion in FUSIONS,
              f"fusion must be one of {', '.join(FUSIONS)}, got '{self.fusion}'{closest(str(self.fusion), FUSIONS)}")
-        need(isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 0,
+        require(isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 0,
              f"beta must be >= 0 (a finite number), got {self.beta}")
-        need(int(self.kl_warmup) >= 0, f"kl_warmup must be >= 0 epochs, got {self.kl_warmup}")
-        need(self.weights is None or isinstance(self.weights, dict),
+        require(int(self.kl_warmup) >= 0, f"kl_warmup must be >= 0 epochs, got {self.kl_warmup}")
+        require(self.weights is None or isinstance(self.weights, dict),
              f"weights maps a modality to its likelihood weight, e.g. {{'text': 50}}, got {self.weights!r}")
         for key, v in (self.weights or {}).items():
-            need(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0,
+            require(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0,
                  f"the likelihood weight of '{key}' must be a finite number >= 0, got {v!r}")
         for name in ("image_channels", "audio_channels"):
             value = list(getattr(self, name))
-            need(len(value) == 2 and all(int(c) >= 1 for c in value),
+            require(len(value) == 2 and all(int(c) >= 1 for c in value),
                  f"{name} takes two positive channel counts (e.g. 32,64), got {value}")
         for name in ("text_embed", "text_hidden"):
-            need(int(getattr(self, name)) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
-        need(self.text_decoder in TEXT_DECODERS,
+            require(int(getattr(self, name)) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
+        require(self.text_decoder in TEXT_DECODERS,
              f"text_decoder must be one of {', '.join(TEXT_DECODERS)}, got '{self.text_decoder}'")
-        need(isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1,
+        require(isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1,
              f"dropout is a probability in [0, 1), got {self.dropout}")
+        require(self.weight_init in WEIGHT_INITS, f"weight_init must be 'he' or 'torch', got '{self.weight_init}'")
         return self
 
     def validate(self) -> "MultimodalSettings":
@@ -256,7 +252,7 @@ def modality_kind(m: Modality) -> str:
 
 
 # ------------------------------------------------------------------ the model
-class MultimodalAE(nn.Module):
+class MultimodalAE(BaseAutoencoder):
     """Per-modality encoders into one latent space and decoders out of it; see the module docstring.
 
     ``modalities`` maps a name ("image", "audio", "text", ...) to its :class:`Modality` (or its dict);
@@ -264,8 +260,9 @@ class MultimodalAE(nn.Module):
     """
 
     name = "multimodal"
-    multimodal = True  # built from modalities, not one input shape (the registry reads this)
+    capabilities = frozenset({MULTIMODAL, GENERATIVE, VARIATIONAL})  # fusion "shared" has no prior (see __init__)
     training_defaults = TRAIN_DEFAULTS  # what `aelab train --model multimodal` uses unless told otherwise
+    data_settings = ("modalities", "audio_data")  # the RunConfig fields about paired data that this family reads
     Settings = MultimodalSettings
 
     def __init__(self, modalities: Mapping[str, Modality], settings: MultimodalSettings | None = None, **kwargs):
@@ -285,17 +282,43 @@ class MultimodalAE(nn.Module):
                                  f"{', '.join(self.modalities)}")
         self.latent_dim = int(settings.latent_dim)
         self.variational = settings.fusion != "shared"
+        if not self.variational:  # a deterministic shared code: no posterior, no prior to sample from
+            self.capabilities = frozenset({MULTIMODAL})
         self.kinds = {k: modality_kind(m) for k, m in self.modalities.items()}
         self.weights = self.likelihood_weights()
         self.kl_weight = float(settings.beta) if int(settings.kl_warmup) == 0 else 0.0
         width = 2 * self.latent_dim if self.variational else self.latent_dim  # (mean, logvar) or the code
         self.encoders = nn.ModuleDict({k: self.build_encoder(m, width) for k, m in self.modalities.items()})
         self.decoders = nn.ModuleDict({k: self.build_decoder(m) for k, m in self.modalities.items()})
-        for enc in self.encoders.values():
-            he_init(enc)  # Kaiming-normal before a ReLU, LeCun before the code, as Autoencoder.init_weights does
+        if settings.weight_init == "he":
+            for enc in self.encoders.values():
+                he_init(enc)  # Kaiming-normal before a ReLU, LeCun before the code, as Autoencoder.init_weights does
         # what rebuilds this model (the registry's build_model writes the same keys): Modality dicts and settings
         self.spec = {"name": self.name, "modalities": {k: m.to_dict() for k, m in self.modalities.items()},
                      "kwargs": self.settings.to_dict(), "settings": self.settings.to_dict()}
+
+    @classmethod
+    def from_modalities(cls, modalities: dict, **settings) -> "MultimodalAE":
+        return cls(modalities, **settings)
+
+    @classmethod
+    def load_data(cls, cfg):
+        """The paired digits of :func:`aelab.data.multimodal.load_multimodal` (deterministic under the run's seed)."""
+        modalities = cfg.modalities or cls.settle_config(vars(cfg))["modalities"]
+        return load_multimodal(cfg.dataset, modalities, audio_path=cfg.audio_data, data_dir=cfg.data_dir,
+                               seed=cfg.seed)
+
+    @classmethod
+    def settle_config(cls, values: dict) -> dict:
+        """The modalities of a run that names none: image,audio,text when the FSDD file is found
+        (``audio_data``, ``AELAB_DATA_DIR/fsdd-mfcc/digits.npz``, the cache), else image,text."""
+        if values.get("modalities"):
+            return {"modalities": ",".join(check_modalities(values["modalities"]))}
+        try:
+            find_fsdd(values.get("audio_data"), values.get("data_dir"))
+        except AelabError:
+            return {"modalities": "image,text"}
+        return {"modalities": ",".join(MODALITIES)}
 
     def build_encoder(self, m: Modality, width: int) -> nn.Module:
         s, kind = self.settings, self.kinds[m.name]
@@ -356,6 +379,8 @@ class MultimodalAE(nn.Module):
     def posterior(self, batch) -> DiagonalGaussian:
         """The fused posterior of the present modalities: poe, the product of their experts and the prior;
         moe, a Gaussian with the mixture's mean and variance (the mixture itself is not Gaussian)."""
+        if not self.variational:
+            raise AelabError("fusion 'shared' has a deterministic code, no posterior; use fusion poe or moe")
         out = torch.stack(list(self.experts(batch).values()))  # (M, B, 2*latent)
         means, logvars = out.chunk(2, -1)
         if self.settings.fusion == "poe":
@@ -365,9 +390,11 @@ class MultimodalAE(nn.Module):
         var = (logvars.exp() + means.square()).mean(0) - mean.square()
         return DiagonalGaussian(mean, var.clamp_min(1e-12).log())
 
-    def codes(self, batch) -> torch.Tensor:
-        """(B, latent) deterministic code from any non-empty subset of the modalities: the fused posterior's
-        mean (poe: product of experts; moe: mean of the mixture) or the shared code (average of the codes)."""
+    def encode(self, batch) -> torch.Tensor:
+        """(B, latent) deterministic code from any non-empty subset of the modalities (a tensor is read as the
+        main modality): the fused posterior's mean (poe: product of experts; moe: mean of the mixture) or the
+        shared code (average of the codes)."""
+        batch = self.as_batch(batch)
         self.check_input(batch, require_all=False)
         if not self.variational:
             return torch.stack(list(self.experts(batch).values())).mean(0)
@@ -400,21 +427,25 @@ class MultimodalAE(nn.Module):
         ids = logits.argmax(-1)
         return ids * ((ids == 0).long().cumsum(-1) == 0)
 
-    def decode(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Codes (B, latent) -> {modality: output}: images in [0, 1], frames, text as int64 ids (B, L)."""
-        return {k: self.to_output(k, v) for k, v in self.decode_logits(z).items()}
-
-    def reconstruct(self, batch) -> dict[str, torch.Tensor]:
-        """Every modality decoded from the code of whichever modalities ``batch`` holds (translation)."""
-        return self.decode(self.codes(batch))
+    def decode(self, z: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        """Codes (B, latent) -> one modality's output (default: the main one, the image): images in [0, 1],
+        frames, text as int64 ids (B, L). Translation is ``decode(encode({"text": ids}), "image")``."""
+        name = modality or self.main_modality
+        if name not in self.decoders:
+            raise AelabError(f"the multimodal model has no modality '{name}'{closest(name, self.modalities)}; it "
+                             f"has {', '.join(self.modalities)}")
+        dec, flat = self.decoders[name], z.reshape(-1, self.latent_dim)
+        out = self.to_output(name, dec(flat, None) if self.kinds[name] == "text" else dec(flat))
+        return out.reshape(*z.shape[:-1], *out.shape[1:])
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """``n`` samples of every modality decoded from codes drawn from the prior N(0, I) (poe, moe)."""
+    def sample(self, n: int, generator: torch.Generator | None = None, modality: str | None = None) -> torch.Tensor:
+        """``n`` outputs of ``modality`` (default: the main one) decoded from codes drawn from the prior N(0, I)
+        (poe, moe; drawn on the CPU, so a seeded generator gives the same codes on every device)."""
         if not self.variational:
             raise AelabError("fusion 'shared' has no prior to sample from; use fusion poe or moe to sample")
         z = torch.randn(n, self.latent_dim, generator=generator).to(model_device(self))
-        return self.decode(z)
+        return self.decode(z, modality)
 
     # ---------------------------------------------------------------- training
     def nll(self, name: str, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -519,4 +550,4 @@ class MultimodalAE(nn.Module):
             terms["kl"] = kl.mean()
         with torch.no_grad():
             recon = {k: self.to_output(k, v.detach()) for k, v in logits.items()}
-        return AEOutput(loss=loss.mean(), z=z, terms=terms, recon=recon)
+        return AEOutput(loss=loss.mean(), z=z, terms=terms, recons=recon, modality=self.main_modality)

@@ -24,9 +24,15 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
+
+try:  # an all-reduce that gradients flow back through (absent where torch has no distributed package)
+    from torch.distributed.nn.functional import all_reduce as differentiable_all_reduce
+except ImportError:
+    differentiable_all_reduce = None
 
 from ..losses import kl_sparsity_penalty, l1_penalty, to_output
-from .base import AEOutput, AESettings, Autoencoder, mlp, need
+from .base import SPARSE, AEOutput, AESettings, Autoencoder, mlp, require
 
 # Per-penalty default of sparsity_weight. The AuxK weight is 1.0, not the paper's 1/32: our reconstruction
 # term is a per-pixel mean (not the paper's variance-normalised MSE), and at 1/32 a quarter to a half of the
@@ -37,7 +43,7 @@ DEFAULT_WEIGHTS = {"kl": 3e-3, "l1": 1e-4, "topk": 1.0}
 @dataclass
 class SparseSettings(AESettings):
     latent_dim: int = 256  # code units (overcomplete: more than the 32 of a dense code)
-    hidden_dims: list[int] | None = None  # hidden layers on both sides; None (or []) = one linear map each way
+    hidden_dims: list[int] | None = None  # hidden layers on both sides; None or [] = one linear map each way
     penalty: str = "kl"  # sparsity penalty: "kl", "l1" or "topk"
     target_sparsity: float = 0.05  # rho, the target mean activation of each unit (kl penalty)
     sparsity_weight: float | None = None  # weight of the penalty (kl, l1) or of AuxK (topk); None = DEFAULT_WEIGHTS
@@ -46,25 +52,26 @@ class SparseSettings(AESettings):
 
     def check_fields(self) -> "SparseSettings":
         super().check_fields()
-        need(self.penalty in DEFAULT_WEIGHTS, f"penalty must be 'kl', 'l1' or 'topk', got '{self.penalty}'")
-        need(0 < self.target_sparsity < 1,
+        require(self.penalty in DEFAULT_WEIGHTS, f"penalty must be 'kl', 'l1' or 'topk', got '{self.penalty}'")
+        require(0 < self.target_sparsity < 1,
              f"target_sparsity must lie strictly between 0 and 1, got {self.target_sparsity}")
-        need(self.sparsity_weight is None or (math.isfinite(self.sparsity_weight) and self.sparsity_weight >= 0),
+        require(self.sparsity_weight is None or (math.isfinite(self.sparsity_weight) and self.sparsity_weight >= 0),
              f"sparsity_weight must be >= 0, got {self.sparsity_weight}")
-        need(self.k >= 1, f"k must be at least 1, got {self.k}")
-        need(self.dead_after >= 1, f"dead_after must be at least 1 step, got {self.dead_after}")
+        require(self.k >= 1, f"k must be at least 1, got {self.k}")
+        require(self.dead_after >= 1, f"dead_after must be at least 1 step, got {self.dead_after}")
         return self
 
     def check_together(self) -> "SparseSettings":
         super().check_together()
         if self.penalty == "topk":
-            need(self.k <= self.latent_dim,
+            require(self.k <= self.latent_dim,
                  f"k ({self.k}) cannot exceed latent_dim ({self.latent_dim}); lower --k or raise --latent-dim")
         return self
 
 
 class SparseAE(Autoencoder):
     name = "sparse"
+    capabilities = frozenset({SPARSE})
     Settings = SparseSettings
 
     def __init__(self, input_shape=(1, 28, 28), settings: SparseSettings | None = None, **kwargs):
@@ -76,7 +83,7 @@ class SparseAE(Autoencoder):
         self.k = int(s.k)
         self.k_aux = min(2 * self.k, self.latent_dim)
         self.dead_after = int(s.dead_after)
-        hidden = list(s.hidden_dims or ())
+        hidden = s.hidden_dims = list(s.hidden_dims or ())
         self.encoder = mlp([self.input_size, *hidden, self.latent_dim])  # (B, D) -> (B, latent) pre-activations
         self.decoder = mlp([self.latent_dim, *reversed(hidden), self.input_size])  # (B, latent) -> (B, D) logits
         self.init_weights()
@@ -104,7 +111,7 @@ class SparseAE(Autoencoder):
         values, idx = pre.topk(self.k, dim=-1)
         return torch.zeros_like(pre).scatter(-1, idx, torch.relu(values))
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.activate(self.pre_activation(x))
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
@@ -116,9 +123,20 @@ class SparseAE(Autoencoder):
         return self.steps_since_fired > self.dead_after
 
     # ---------------------------------------------------------------- loss
+    def mean_activation(self, code: torch.Tensor) -> torch.Tensor:
+        """rho_hat, each unit's mean activation over the batch: (B, latent) -> (latent,). In training under
+        DistributedDataParallel, over the global batch: the ranks' means (of equal shards) averaged by an
+        all-reduce that gradients flow back through, so the KL penalty and its gradient are the full batch's on
+        every rank, not each shard's."""
+        rho_hat = code.mean(0)
+        world = training_world() if self.training else 1
+        if world > 1:
+            rho_hat = differentiable_all_reduce(rho_hat.float()) / world
+        return rho_hat
+
     def sparsity_term(self, code: torch.Tensor) -> torch.Tensor:
         if self.penalty == "kl":
-            return kl_sparsity_penalty(code.mean(0), self.rho)
+            return kl_sparsity_penalty(self.mean_activation(code), self.rho)
         if self.penalty == "l1":
             return l1_penalty(code)
         return code.new_zeros(())
@@ -139,9 +157,19 @@ class SparseAE(Autoencoder):
         else:
             terms["sparsity"] = sparsity
         if self.training:  # device-side bookkeeping, no host sync
-            fired = (z > 0).any(0)
-            self.steps_since_fired.copy_(torch.where(fired, 0, self.steps_since_fired + 1))
-        return AEOutput(loss=loss, z=z, terms=terms, logits=logits, output=self.output)
+            self.count_firing((z > 0).any(0))
+        return self.output_of(loss, z, terms, logits)
+
+    @torch.no_grad()
+    def count_firing(self, fired: torch.Tensor) -> None:
+        """One training step more for each unit since it last fired, 0 for those that ``fired`` (latent,) now.
+        Under DistributedDataParallel a unit fired when it fired on any rank (a MAX all-reduce): every rank
+        then counts the global batch, instead of DDP's default of rank 0's counters, which see one shard."""
+        if training_world() > 1:
+            fired = fired.to(torch.int32)
+            dist.all_reduce(fired, op=dist.ReduceOp.MAX)
+            fired = fired.bool()
+        self.steps_since_fired.copy_(torch.where(fired, 0, self.steps_since_fired + 1))
 
     def auxk_loss(self, pre: torch.Tensor, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """AuxK (Gao et al. 2024): reconstruct x from the code plus the top ``k_aux`` dead units.
@@ -156,3 +184,9 @@ class SparseAE(Autoencoder):
         z_aux = torch.zeros_like(pre).scatter(-1, idx, values)
         aux = self.recon_term(self.decode_logits(z.detach() + z_aux), x)
         return aux * dead.any().to(aux.dtype)
+
+
+def training_world() -> int:
+    """How many processes train together: the size of an initialised ``torch.distributed`` group, else 1 (no
+    collective, no host read: the single-process path stays as it was)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

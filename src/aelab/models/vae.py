@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import at_least_float32, gaussian_kl_standard, to_output
-from .base import AEOutput, AESettings, Autoencoder, mlp, model_device, need
+from .base import GENERATIVE, VARIATIONAL, AEOutput, AESettings, Autoencoder, mlp, model_device, require
 from .conv import ConvDecoder, ConvEncoder, check_conv_shape
 
 LOG_2PI = math.log(2 * math.pi)
@@ -56,14 +56,14 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class VAESettings(AESettings):
-    hidden_dims: list[int] | None = None  # hidden layer sizes (vae; None = 400) or channels (conv-vae; None = 32,64)
+    hidden_dims: list[int] | None = None  # hidden layer sizes (vae; None = 400; [] = none) or channels (conv-vae; None = 32,64)
     beta: float = 1.0  # weight of the KL term (beta-VAE; 1.0 = the plain ELBO)
     kl_warmup: int = 0  # epochs over which the KL weight ramps linearly from 0 to beta
 
     def check_fields(self) -> "VAESettings":
         super().check_fields()
-        need(math.isfinite(self.beta) and self.beta >= 0, f"beta must be >= 0, got {self.beta}")
-        need(self.kl_warmup >= 0, f"kl_warmup must be >= 0 epochs, got {self.kl_warmup}")
+        require(math.isfinite(self.beta) and self.beta >= 0, f"beta must be >= 0, got {self.beta}")
+        require(self.kl_warmup >= 0, f"kl_warmup must be >= 0 epochs, got {self.kl_warmup}")
         return self
 
 
@@ -72,6 +72,7 @@ class VAE(Autoencoder):
 
     name = "vae"
     default_loss = "bce"
+    capabilities = frozenset({GENERATIVE, VARIATIONAL})
 
     Settings = VAESettings
     default_hidden = (400,)
@@ -81,30 +82,32 @@ class VAE(Autoencoder):
         self.beta = float(self.settings.beta)
         self.kl_warmup = int(self.settings.kl_warmup)
         self.kl_weight = self.beta if self.kl_warmup == 0 else 0.0
-        self.build(list(self.settings.hidden_dims or self.default_hidden))
+        hidden = self.settings.hidden_dims
+        self.settings.hidden_dims = list(self.default_hidden if hidden is None else hidden)
+        self.build(self.settings.hidden_dims)
         self.init_weights()  # the encoder's feature layers; to_moments keeps PyTorch's default
         # Gaussian decoder: one learned log-variance shared by every pixel (unused for Bernoulli)
         self.log_sigma2 = nn.Parameter(torch.zeros(())) if self.loss_kind == "mse" else None
 
     def build(self, hidden: list[int]) -> None:
-        self.encoder = mlp([self.input_size, *hidden], final_activation=True)  # (B, D) -> (B, H)
-        self.to_moments = nn.Linear(hidden[-1], 2 * self.latent_dim)  # (B, H) -> (B, 2 * latent)
+        self.encoder = mlp([self.input_size, *hidden], final_activation=True)  # (B, D) -> (B, H); [] = identity
+        self.to_moments = nn.Linear(hidden[-1] if hidden else self.input_size, 2 * self.latent_dim)  # -> (B, 2 * latent)
         self.decoder = mlp([self.latent_dim, *reversed(hidden), self.input_size])  # (B, latent) -> (B, D)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x.flatten(1))
 
     # ---------------------------------------------------------------- verbs
-    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
-        """The posterior q(z|x)."""
-        mean, logvar = self.to_moments(self.features(x)).chunk(2, dim=-1)
+    def posterior(self, x) -> DiagonalGaussian:
+        """The posterior q(z|x) of ``x`` (a batch mapping or an input tensor)."""
+        mean, logvar = self.to_moments(self.features(self.check_input(x))).chunk(2, dim=-1)
         return DiagonalGaussian(mean, logvar)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.posterior(x).mode()  # the posterior mean: the code of a VAE
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z).view(*z.shape[:-1], *self.input_shape)
-
-    def codes(self, x) -> torch.Tensor:
-        return self.encode(self.input_of(x)).mode()
 
     def log_likelihood(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x|z) per sample, summed over pixels; logits (..., B, *shape), x (B, *shape) -> (..., B)."""
@@ -124,7 +127,7 @@ class VAE(Autoencoder):
 
     def forward(self, x) -> AEOutput:
         x = self.check_input(x)
-        q = self.encode(x)
+        q = self.posterior(x)
         z = q.sample()  # (B, latent), reparameterised
         logits = self.decode_logits(z)
         nll = -self.log_likelihood(logits, x)  # (B,)
@@ -132,22 +135,15 @@ class VAE(Autoencoder):
         weight = self.kl_weight if self.training else self.beta
         loss = (nll + weight * kl).mean()
         terms = {"recon": nll.mean(), "kl": kl.mean(), "neg_elbo": (nll + kl).mean()}
-        return AEOutput(loss=loss, z=z, terms=terms, logits=logits, output=self.output)
+        return self.output_of(loss, z, terms, logits)
 
     # ---------------------------------------------------------------- generation
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` images decoded from codes drawn from the prior N(0, I)."""
+    def sample(self, n: int, generator: torch.Generator | None = None, modality: str | None = None) -> torch.Tensor:
+        """``n`` outputs decoded from codes drawn from the prior N(0, I) (drawn on the CPU, so a seeded
+        generator gives the same codes on every device)."""
         z = torch.randn(n, self.latent_dim, generator=generator).to(model_device(self))
-        return self.decode(z)
-
-    @torch.no_grad()
-    def interpolate(self, x1: torch.Tensor, x2: torch.Tensor, steps: int = 10) -> torch.Tensor:
-        """Decode ``steps`` codes on the line between the posterior means of x1 and x2: (steps, *shape)."""
-        z1, z2 = self.codes(x1[None] if x1.dim() == len(self.input_shape) else x1[:1]), \
-            self.codes(x2[None] if x2.dim() == len(self.input_shape) else x2[:1])
-        t = torch.linspace(0, 1, steps, device=z1.device)[:, None]
-        return self.decode((1 - t) * z1 + t * z2)
+        return self.decode(z, modality)
 
 
 class ConvVAE(VAE):

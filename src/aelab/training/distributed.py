@@ -234,14 +234,14 @@ def from_rank0(ctx: DistContext, fn, *args, **kwargs):
     about the run folder (its name, whether to resume, the saved config) are made once."""
     if not ctx.enabled:
         return fn(*args, **kwargs)
-    box = [None]
+    outcome = [None]
     if ctx.is_main:
         try:
-            box[0] = ("ok", fn(*args, **kwargs))
+            outcome[0] = ("ok", fn(*args, **kwargs))
         except AelabError as exc:
-            box[0] = ("error", str(exc))
-    dist.broadcast_object_list(box, src=0, device=torch.device("cpu"))
-    kind, value = box[0]
+            outcome[0] = ("error", str(exc))
+    dist.broadcast_object_list(outcome, src=0, device=torch.device("cpu"))
+    kind, value = outcome[0]
     if kind == "error":
         raise AelabError(value)
     return value

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
+from ..device import INFERENCE_BATCH
 from ..data.batches import as_float, iterate_inputs, slice_inputs
 from ..errors import AelabError
-from ..models.base import eval_mode
+from ..models.base import GENERATIVE, eval_mode, has, model_device
 from ..modality import IMAGE
 
 GRID = 16  # images per grid
@@ -47,48 +48,56 @@ def scalar_tag(key: str) -> str:
 
 
 class TensorBoardLogger:
-    """The callback: ``on_epoch(trainer, record)`` after every epoch, ``on_end(trainer)`` once training ends."""
+    """The callback (see :mod:`aelab.training.callbacks`): ``on_train_start(trainer)`` keeps the trainer,
+    ``on_epoch_end(epoch, metrics)`` logs every epoch, ``on_train_end(trainer)`` adds the projector and closes.
+
+    The test rows go to the model's device (wherever ``data`` lives) and what comes back goes to the CPU
+    before the writer turns it into numpy arrays and images.
+    """
 
     def __init__(self, log_dir: str | Path, data):
         self.log_dir = Path(log_dir)
         self.writer = summary_writer(self.log_dir)
         self.data = data
         self.labels = data.y_test
+        self.trainer = None
+
+    def on_train_start(self, trainer) -> None:
+        self.trainer = trainer
 
     # ------------------------------------------------------------------ per epoch
-    def on_epoch(self, trainer, record: dict) -> None:
-        step = int(record["epoch"])
-        for key, value in record.items():
+    def on_epoch_end(self, epoch: int, metrics: dict) -> None:
+        step = int(epoch)
+        for key, value in metrics.items():
             if key != "epoch" and isinstance(value, numbers.Real):
                 self.writer.add_scalar(scalar_tag(key), float(value), step)
-        self.writer.add_scalar("optim/lr", float(trainer.optimizer.param_groups[0]["lr"]), step)
-        self.add_images(trainer.model, step)
+        self.writer.add_scalar("optim/lr", float(self.trainer.optimizer.param_groups[0]["lr"]), step)
+        self.add_images(self.trainer.model, step)
         self.writer.flush()
 
     def add_images(self, model, step: int) -> None:
         test = self.data.inputs("test")
         if IMAGE not in test or test[IMAGE].dim() != 4 or test[IMAGE].shape[1] not in (1, 3):
             return
-        batch = next(iterate_inputs(slice_inputs(test, slice(0, GRID)), GRID))
+        batch = _on(model, next(iterate_inputs(slice_inputs(test, slice(0, GRID)), GRID)))
         with eval_mode(model), torch.inference_mode():
-            recon = _image_of(model.decode(model.codes(batch)))
+            recon = _image_of(model.decode(model.encode(batch)))
             if recon is not None:
-                pairs = torch.cat([batch[IMAGE], recon.reshape(batch[IMAGE].shape)]).float().clamp(0, 1)
-                self.writer.add_images("reconstructions (top: test images, bottom: decoded)", pairs.cpu(), step)
-            if callable(getattr(model, "sample", None)):
-                try:  # the same noise every epoch
-                    drawn = _image_of(model.sample(GRID, generator=torch.Generator(device="cpu").manual_seed(0)))
-                except AelabError:  # a model without a prior to sample from (a deterministic fusion)
-                    drawn = None
+                shown = batch[IMAGE].cpu()
+                pairs = torch.cat([shown, recon.cpu().reshape(shown.shape)]).float().clamp(0, 1)
+                self.writer.add_images("reconstructions (top: test images, bottom: decoded)", pairs, step)
+            if has(model, GENERATIVE):  # the same noise every epoch
+                drawn = _image_of(model.sample(GRID, generator=torch.Generator(device="cpu").manual_seed(0)))
                 if drawn is not None:
-                    self.writer.add_images("samples from the prior", drawn.float().clamp(0, 1).cpu(), step)
+                    self.writer.add_images("samples from the prior", drawn.cpu().float().clamp(0, 1), step)
 
     # ------------------------------------------------------------------ at the end
-    def on_end(self, trainer) -> None:
+    def on_train_end(self, trainer) -> None:
         model = trainer.model
         test = slice_inputs(self.data.inputs("test"), slice(0, EMBEDDED))
         with eval_mode(model), torch.inference_mode():
-            codes = torch.cat([model.codes(b).float().cpu() for b in iterate_inputs(test, 2048)])
+            codes = torch.cat([model.encode(_on(model, b)).cpu().float()
+                               for b in iterate_inputs(test, INFERENCE_BATCH)])
         n = len(codes)
         labels = None if self.labels is None else self.labels[:n].cpu().tolist()
         if labels is not None and self.data.classes:
@@ -99,6 +108,12 @@ class TensorBoardLogger:
         self.writer.add_embedding(codes, metadata=labels, label_img=thumbs, global_step=trainer.epoch,
                                   tag="test codes")
         self.writer.close()
+
+
+def _on(model, batch: dict) -> dict:
+    """``batch`` on ``model``'s device."""
+    device = model_device(model)
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def _image_of(out) -> torch.Tensor | None:

@@ -1,7 +1,7 @@
 """Figures of generative (variational) models: samples from the prior, interpolations, the 2-D manifold.
 
-They need a model with ``sample(n)`` (images decoded from prior draws), ``interpolate(x1, x2, steps)``
-or ``decode(z)``; :func:`is_generative` says whether a model has them.
+They need a GENERATIVE model (``sample(n)``: images decoded from prior draws) or any model's ``decode(z)``
+and ``interpolate(z1, z2, steps)`` (codes); :func:`is_generative` says whether a model can sample.
 """
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import numpy as np
 import torch
 
 from ..errors import AelabError
-from ..models.base import eval_mode, model_device
+from ..models.base import GENERATIVE, eval_mode, has, model_device
 from .figures import _save, as_images, image_grid, mosaic, plt
 
 
 def is_generative(model) -> bool:
-    """True for models that can draw from their prior (``sample``) and interpolate (VAEs)."""
-    return callable(getattr(model, "sample", None)) and callable(getattr(model, "interpolate", None))
+    """True for models that can draw from their prior (the GENERATIVE capability: VAEs)."""
+    return has(model, GENERATIVE)
 
 
 def plot_samples(model, path: str | Path, n: int = 64, seed: int = 0, title: str = "samples from the prior") -> Path:
@@ -46,7 +46,7 @@ def plot_interpolations(model, starts: torch.Tensor, ends: torch.Tensor, path: s
     rows = []
     with eval_mode(model), torch.inference_mode():
         for a, b in zip(starts.to(device), ends.to(device)):
-            path_images = as_images(model.interpolate(a, b, steps))
+            path_images = as_images(model.decode(model.interpolate(model.encode(a[None]), model.encode(b[None]), steps)))
             rows.append(np.concatenate([as_images(a[None]), path_images, as_images(b[None])]))
     fig = image_grid(rows, labels or [f"pair {i + 1}" for i in range(len(rows))], cell=0.75)
     w, h = fig.get_size_inches()
@@ -63,7 +63,7 @@ def plot_manifold(model, path: str | Path, n: int = 20, quantile: float = 0.95) 
     The grid spans the central ``quantile`` of the prior N(0, 1) on each axis (evenly spaced in
     probability, so each cell covers the same prior mass, as in Kingma & Welling 2014, figure 4).
     """
-    if getattr(model, "latent_dim", 2) != 2:
+    if model.latent_dim != 2:
         raise AelabError(f"the manifold figure needs a 2-D latent space but this model has {model.latent_dim}; "
                          f"train with --latent-dim 2")
     lo = (1 - quantile) / 2

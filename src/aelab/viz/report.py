@@ -12,11 +12,14 @@ import base64
 import datetime
 import html
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.batches import as_float
 from ..errors import AelabError
 from ..io import atomic_write_text
+from ..models.base import MULTIMODAL, has
 from ..runfolder import Run, load_run_data, open_run
 from ..version import __version__
 from ..evaluation import METRIC_KEYS, ensure_evaluation
@@ -143,6 +146,37 @@ def multimodal_tables(evaluation: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ one run
+@dataclass(frozen=True)
+class ReportPages:
+    """What a run's report shows, per kind of model: its figures (written and found), one phrase saying what
+    the model is, and the metrics as HTML. :func:`report_pages` picks them by the model's capabilities."""
+
+    write_figures: Callable  # (run, data, *, method, n_points, log) -> {name: path}
+    figure_paths: Callable  # (run_dir) -> [(path, title, caption)]
+    describe: Callable  # (run, data) -> HTML phrase, e.g. "dense autoencoder"
+    metrics: Callable  # (evaluation) -> HTML
+
+
+def _one_modality_metrics(evaluation: dict) -> str:
+    return _table(["metric", "value", "unit", "better", "what it measures"], metric_rows(evaluation),
+                  numeric_from=None)
+
+
+ONE_MODALITY = ReportPages(write_run_figures, figure_paths, lambda run, data: f"{_e(run.config.model)} autoencoder",
+                           _one_modality_metrics)
+SEVERAL_MODALITIES = ReportPages(
+    lambda run, data, method="tsne", n_points=None, log=None: write_multimodal_figures(run, data, log=log),
+    multimodal_figure_paths,
+    lambda run, data: (f"multimodal autoencoder ({_e(', '.join(data.modalities))}; fusion "
+                       f"{_e(run.model.settings.fusion)})"),
+    multimodal_tables)
+
+
+def report_pages(model) -> ReportPages:
+    """The report's parts for ``model``, chosen by its capabilities (a multimodal model has its own)."""
+    return SEVERAL_MODALITIES if has(model, MULTIMODAL) else ONE_MODALITY
+
+
 def write_run_report(run, data=None, *, method: str = "tsne", n_points: int | None = DEFAULT_POINTS,
                      redraw: bool = True, progress: bool = True, log=logger.info) -> Path:
     """Write ``RUN/report.html`` for a run folder (or a :class:`aelab.Run`) and return its path.
@@ -156,28 +190,21 @@ def write_run_report(run, data=None, *, method: str = "tsne", n_points: int | No
     run = run if isinstance(run, Run) and run.model is not None else open_run(run.path if isinstance(run, Run) else run)
     data = _load_data(run.config, data)
     evaluation = ensure_evaluation(run.path, data, progress=progress, log=log)
+    pages = report_pages(run.model)
     if redraw:
-        if data.is_multimodal:
-            write_multimodal_figures(run, data, log=log)
-        else:
-            write_run_figures(run, data, method=method, n_points=n_points, log=log)
+        pages.write_figures(run, data, method=method, n_points=n_points, log=log)
     cfg, hist = run.config, run.history
     params = sum(p.numel() for p in run.model.parameters())
     seconds = sum(r.get("seconds", 0.0) for r in hist)
-    figures = multimodal_figure_paths(run.path) if data.is_multimodal else figure_paths(run.path)
-    what = (f"multimodal autoencoder ({_e(', '.join(data.modalities))}; fusion {_e(run.model.settings.fusion)})"
-            if data.is_multimodal else f"{_e(cfg.model)} autoencoder")
+    figures = pages.figure_paths(run.path)
+    what = pages.describe(run, data)
     parts = [f"<h1>{_e(run.path.name)}</h1>",
              f'<p class="sub">{what} on {_e(data.name)}: {len(hist)} epochs, '
              f"{params:,} parameters, latent size {_e(run.model.latent_dim)}, {seconds:.1f} s of training</p>",
              '<nav><a href="#metrics">metrics</a><a href="#figures">figures</a><a href="#training">training</a>'
              '<a href="#config">config</a></nav>',
              '<h2 id="metrics">Metrics on the test set</h2>']
-    if data.is_multimodal:
-        parts.append(multimodal_tables(evaluation))
-    else:
-        parts.append(_table(["metric", "value", "unit", "better", "what it measures"], metric_rows(evaluation),
-                            numeric_from=None))
+    parts.append(pages.metrics(evaluation))
     items = evaluation.get("test_items")
     detail = [", ".join(f"{n:,} test {m} items" for m, n in items.items()) if isinstance(items, dict)
               else f"{evaluation.get('test_samples', '?')} test samples"]

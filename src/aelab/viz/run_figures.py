@@ -121,7 +121,7 @@ def write_run_figures(run, data, *, method: str = "tsne", n_points: int | None =
     features = None
     if images and decoder_starts_linear(model):
         features = unit_features(model, typical_scale(codes))
-        add("unit_features.png", plot_unit_features, features, units=order[:100], dead=dead.numpy(), title=name)
+        add("unit_features.png", plot_unit_features, features, units=order[:100], dead=dead.cpu().numpy(), title=name)
     if images:
         alive = [u for u in order if not dead[u]] or list(order)
         add("top_activations.png", plot_top_activations, codes, as_float(x), units=alive[:10], features=features,

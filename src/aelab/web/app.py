@@ -20,12 +20,12 @@ Routes (a contract: scripts rely on these; every ``/api`` route takes ``?run=NAM
                                "images": [...]}``: images generated from a text (multimodal runs with text; 400
                                for the others): the first decoded from the text's code, the rest from codes
                                drawn from q(z | text); ``word``: what the text decoder reads back
+``GET /files/{name}``          one of the run's own files listed in ``/api/info``'s ``files`` (its report, figures)
 =============================  ====================================================================
 
 A multimodal run is shown through its image modality: the map, ``/api/encode`` and ``/api/decode`` are about
 its images' codes (``/api/info``'s ``map_modality`` says which; ``modalities``, ``text`` and ``recordings``
 describe the rest).
-``GET /files/{name}``          one of the run's own files listed in ``/api/info``'s ``files`` (its report, figures)
 
 Every request is validated; a bad one gets a JSON ``{"detail": ...}`` with a 4xx status and no traceback.
 Request bodies are bounded (:data:`LIMITS`); no part of a request path ever becomes a file-system path:
@@ -40,7 +40,7 @@ import logging
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -84,30 +84,32 @@ Index = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
 # ---------------------------------------------------------------------------------------------- schemas
-class Strict(BaseModel):
+class StrictRequest(BaseModel):
+    """A request body: an unknown field is refused, and so is a value of another type (no "1" for 1)."""
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class DecodeRequest(Strict):
-    z: list[Coordinate] = Field(min_length=1, max_length=LIMITS["max_latent"], description="one code, latent_dim values")
+class DecodeRequest(StrictRequest):
+    z: list[Coordinate] = Field(min_length=1, max_length=LIMITS["max_latent"],
+                                description="one code, latent_dim values")
 
 
-class EncodeRequest(Strict):
+class EncodeRequest(StrictRequest):
     index: Index = Field(description="a test item, 0 <= index < test_count")
 
 
-class InterpolateRequest(Strict):
+class InterpolateRequest(StrictRequest):
     a: Index = Field(description="the test item at the start")
     b: Index = Field(description="the test item at the end")
     steps: int = Field(8, ge=2, le=LIMITS["max_steps"], description="codes on the line, both ends included")
 
 
-class SampleRequest(Strict):
+class SampleRequest(StrictRequest):
     n: int = Field(8, ge=1, le=LIMITS["max_samples"])
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="the same seed gives the same images")
 
 
-class TextRequest(Strict):
+class TextRequest(StrictRequest):
     text: str = Field(min_length=1, max_length=LIMITS["max_text"], pattern=TEXT_PATTERN,
                       description="a word or a few: letters, digits, spaces and ()-.,'")
     n: int = Field(8, ge=1, le=LIMITS["max_samples"], description="images: the text's code, then codes drawn "
@@ -199,9 +201,9 @@ ERRORS = {code: {"model": ErrorAnswer} for code in (400, 404, 413, 422)}
 
 
 # ---------------------------------------------------------------------------------------------- middleware
-class Guard:
-    """Pure ASGI middleware: bounds request bodies (413, also for chunked ones without a length) and adds
-    the security headers to every answer."""
+class BodySizeLimit:
+    """Pure ASGI middleware: a request body over ``max_body`` bytes gets 413, also a chunked one without a
+    length (counted as it is read); a Content-Length that is not a number gets 400."""
 
     def __init__(self, app, max_body: int):
         self.app = app
@@ -212,9 +214,9 @@ class Guard:
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and not length.isdigit():
-            return await self._refuse(send, 400, "the Content-Length header is not a number")
+            return await _send_json(send, 400, "the Content-Length header is not a number")
         if length is not None and int(length) > self.max_body:
-            return await self._refuse(send, 413, f"the request body is over {self.max_body:,} bytes")
+            return await _send_json(send, 413, f"the request body is over {self.max_body:,} bytes")
         seen = 0
 
         async def bounded_receive():
@@ -225,22 +227,36 @@ class Guard:
                 raise HTTPException(413, f"the request body is over {self.max_body:,} bytes")
             return message
 
+        await self.app(scope, bounded_receive, send)
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware: adds :data:`SECURITY_HEADERS` to every answer, except a header the route set itself
+    (a run's file keeps its own content policy)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
                 headers = message.get("headers", [])
-                present = {name.lower() for name, _ in headers}  # a route's own policy stays the only one
+                present = {name.lower() for name, _ in headers}
                 message = {**message, "headers": [*headers, *(h for h in SECURITY_HEADERS if h[0] not in present)]}
             await send(message)
 
-        await self.app(scope, bounded_receive, send_with_headers)
+        await self.app(scope, receive, send_with_headers)
 
-    @staticmethod
-    async def _refuse(send, status: int, detail: str):
-        body = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                *SECURITY_HEADERS]})
-        await send({"type": "http.response.body", "body": body})
+
+async def _send_json(send, status: int, detail: str) -> None:
+    """Answer ``{"detail": detail}`` with ``status`` straight from a middleware."""
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 # ---------------------------------------------------------------------------------------------- the app
@@ -296,6 +312,7 @@ def create_app(path: str | Path | None = None, *, views: dict[str, RunView] | No
     say where it is and it is not in ``$AELAB_DATA_DIR/fsdd-mfcc/`` (as ``aelab train --audio-data``).
     ``allowed_hosts``: Host headers answered (others get 400); None answers any (the command line passes
     the loopback names when it listens on loopback, which keeps other web sites' pages from reaching it).
+    ``views``: the runs to serve, already loaded (by name), instead of ``path``.
     """
     if views is None:
         if path is None:
@@ -303,108 +320,129 @@ def create_app(path: str | Path | None = None, *, views: dict[str, RunView] | No
         views = load_views(path, data=data, method=method, device=device, log=log, audio_data=audio_data)
     if not views:
         raise AelabError("create_app needs at least one run to serve")
-    default = next(iter(views))
-    assets = {p.name: p.read_bytes() for p in STATIC.iterdir() if p.is_file() and p.suffix in CONTENT_TYPES}
-
     app = FastAPI(title="aelab latent-space explorer", version="1", docs_url=None, redoc_url=None,
                   description="Browse a trained autoencoder's latent space: the map of the test codes, "
                               "decoding of any code, interpolations and samples.")
-    app.add_middleware(Guard, max_body=LIMITS["max_body"])
+    app.state.views, app.state.default = views, next(iter(views))
+    app.state.assets = {p.name: p.read_bytes() for p in STATIC.iterdir() if p.is_file() and p.suffix in CONTENT_TYPES}
+    app.add_middleware(BodySizeLimit, max_body=LIMITS["max_body"])
+    app.add_middleware(SecurityHeaders)  # added last, so it wraps the other: its 413 and 400 get the headers too
     if allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     _add_error_handlers(app)
-    app.state.views, app.state.default = views, default
-
-    def item_index(view: RunView, index: int) -> int:
-        if index >= view.count:
-            raise HTTPException(422, f"index {index} is out of range: the test set has {view.count} items "
-                                     f"(0 to {view.count - 1})")
-        return index
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> Response:
-        return Response(assets["index.html"], media_type=CONTENT_TYPES[".html"])
-
-    @app.get("/static/{name}", include_in_schema=False)
-    def static(name: str) -> Response:
-        if name not in assets:
-            raise HTTPException(404, "no such asset")
-        return Response(assets[name], media_type=CONTENT_TYPES[Path(name).suffix])
-
-    @app.get("/api/runs", response_model=RunsAnswer)
-    def runs() -> dict:
-        """The runs served, the one answered when ``?run=`` is not given first."""
-        return {"runs": [v.summary() for v in views.values()], "default": default}
-
-    @app.get("/api/info", response_model=InfoAnswer, responses=ERRORS)
-    def info(view: View) -> dict:
-        """The run: model, latent size, dataset, classes, the map's method (and its axes when linear), the
-        per-dimension statistics of the test codes, and the request limits."""
-        return view.info(LIMITS)
-
-    @app.get("/api/points", response_model=PointsAnswer, responses=ERRORS)
-    def points(view: View) -> Response:
-        """The 2-D map of the test codes, one point per test item."""
-        return Response(view.points_json, media_type="application/json")
-
-    @app.get("/api/items/{index}", response_model=ItemAnswer, response_model_exclude_unset=True, responses=ERRORS)
-    def item(view: View, index: Annotated[int, PathParam(ge=0, le=2**31 - 1)]) -> dict:
-        """Test item ``index``: its image, its reconstruction and its code."""
-        if index >= view.count:
-            raise HTTPException(404, f"no test item {index}; the test set has {view.count} items")
-        return view.item(index)
-
-    @app.get("/api/images/{index}", responses={200: {"content": {"image/png": {}}}, **ERRORS},
-             response_class=Response)
-    def image(view: View, index: Annotated[int, PathParam(ge=0, le=2**31 - 1)]) -> Response:
-        """Test item ``index``'s image as a PNG."""
-        if index >= view.count:
-            raise HTTPException(404, f"no test item {index}; the test set has {view.count} items")
-        return Response(view.input_png(index), media_type="image/png",
-                        headers={"cache-control": "max-age=3600"})
-
-    @app.post("/api/encode", response_model=CodeAnswer, responses=ERRORS)
-    def encode(view: View, body: EncodeRequest) -> dict:
-        """The code of test item ``index`` (a variational model's posterior mean)."""
-        return {"z": view.encode(item_index(view, body.index))}
-
-    @app.post("/api/decode", response_model=ImageAnswer, responses=ERRORS)
-    def decode(view: View, body: DecodeRequest) -> dict:
-        """The image the decoder makes of the code ``z``."""
-        latent = view.predictor.latent_dim
-        if len(body.z) != latent:
-            raise HTTPException(422, f"z has {len(body.z)} values but this run's codes have {latent}")
-        return {"image": view.decode([body.z])[0]}
-
-    @app.post("/api/interpolate", response_model=InterpolateAnswer, responses=ERRORS)
-    def interpolate(view: View, body: InterpolateRequest) -> dict:
-        """``steps`` codes on the line between the codes of test items ``a`` and ``b``, and their images."""
-        codes, images = view.interpolate(item_index(view, body.a), item_index(view, body.b), body.steps)
-        return {"z": codes, "images": images}
-
-    @app.post("/api/sample", response_model=ImagesAnswer, responses=ERRORS)
-    def sample(view: View, body: SampleRequest) -> dict:
-        """``n`` images decoded from codes drawn from the prior (generative models; 400 for the others)."""
-        if not view.predictor.can_sample:
-            raise HTTPException(400, f"the {view.predictor.name} model has no prior to sample from")
-        return {"images": view.sample(body.n, body.seed)}
-
-    @app.post("/api/text", response_model=TextAnswer, responses=ERRORS)
-    def text(view: View, body: TextRequest) -> dict:
-        """Images generated from a text (multimodal runs with text; 400 for the others)."""
-        if not view.has_text:
-            raise HTTPException(400, f"the run {view.name} has no text modality; serve a multimodal run trained "
-                                     f"with text (--modalities image,text)")
-        return view.from_text(body.text, body.n, body.seed)
-
-    @app.get("/files/{name}", include_in_schema=False)
-    def run_file(view: View, name: str) -> Response:
-        if name not in view.files():  # a name from the folder's own listing: never a path built from the request
-            raise HTTPException(404, "no such file in this run")
-        return Response((view.path / name).read_bytes(), media_type=CONTENT_TYPES[Path(name).suffix],
-                        headers={"content-security-policy": RUN_FILE_POLICY})
-
+    app.include_router(page_routes)
+    app.include_router(api_routes)
     return app
+
+
+def checked_index(view: RunView, index: int) -> int:
+    """``index`` when the run has such a test item, else a 422 that says the range."""
+    if index >= view.count:
+        raise HTTPException(422, f"index {index} is out of range: the test set has {view.count} items "
+                                 f"(0 to {view.count - 1})")
+    return index
+
+
+# ---------------------------------------------------------------------------------------------- the routes
+ItemIndex = Annotated[int, PathParam(ge=0, le=2**31 - 1)]
+page_routes = APIRouter(include_in_schema=False)  # the page, its assets and the run's files
+api_routes = APIRouter(responses=ERRORS)  # the JSON API, in /openapi.json
+
+
+@page_routes.get("/", response_class=HTMLResponse)
+def page(request: Request) -> Response:
+    return Response(request.app.state.assets["index.html"], media_type=CONTENT_TYPES[".html"])
+
+
+@page_routes.get("/static/{name}")
+def static(request: Request, name: str) -> Response:
+    assets = request.app.state.assets
+    if name not in assets:  # a key of the table made at start: never a path built from the request
+        raise HTTPException(404, "no such asset")
+    return Response(assets[name], media_type=CONTENT_TYPES[Path(name).suffix])
+
+
+@page_routes.get("/files/{name}")
+def run_file(view: View, name: str) -> Response:
+    if name not in view.files():  # a name from the folder's own listing: never a path built from the request
+        raise HTTPException(404, "no such file in this run")
+    return Response((view.path / name).read_bytes(), media_type=CONTENT_TYPES[Path(name).suffix],
+                    headers={"content-security-policy": RUN_FILE_POLICY})
+
+
+@api_routes.get("/api/runs", response_model=RunsAnswer)
+def runs(request: Request) -> dict:
+    """The runs served, the one answered when ``?run=`` is not given first."""
+    views = request.app.state.views
+    return {"runs": [v.summary() for v in views.values()], "default": request.app.state.default}
+
+
+@api_routes.get("/api/info", response_model=InfoAnswer)
+def info(view: View) -> dict:
+    """The run: model, latent size, dataset, classes, the map's method (and its axes when linear), the
+    per-dimension statistics of the test codes, and the request limits."""
+    return view.info(LIMITS)
+
+
+@api_routes.get("/api/points", response_model=PointsAnswer)
+def points(view: View) -> Response:
+    """The 2-D map of the test codes, one point per test item."""
+    return Response(view.points_json, media_type="application/json")
+
+
+@api_routes.get("/api/items/{index}", response_model=ItemAnswer, response_model_exclude_unset=True)
+def item(view: View, index: ItemIndex) -> dict:
+    """Test item ``index``: its image, its reconstruction and its code."""
+    if index >= view.count:
+        raise HTTPException(404, f"no test item {index}; the test set has {view.count} items")
+    return view.item(index)
+
+
+@api_routes.get("/api/images/{index}", responses={200: {"content": {"image/png": {}}}}, response_class=Response)
+def image(view: View, index: ItemIndex) -> Response:
+    """Test item ``index``'s image as a PNG."""
+    if index >= view.count:
+        raise HTTPException(404, f"no test item {index}; the test set has {view.count} items")
+    return Response(view.input_png(index), media_type="image/png", headers={"cache-control": "max-age=3600"})
+
+
+@api_routes.post("/api/encode", response_model=CodeAnswer)
+def encode(view: View, body: EncodeRequest) -> dict:
+    """The code of test item ``index`` (a variational model's posterior mean)."""
+    return {"z": view.encode(checked_index(view, body.index))}
+
+
+@api_routes.post("/api/decode", response_model=ImageAnswer)
+def decode(view: View, body: DecodeRequest) -> dict:
+    """The image the decoder makes of the code ``z``."""
+    latent = view.predictor.latent_dim
+    if len(body.z) != latent:
+        raise HTTPException(422, f"z has {len(body.z)} values but this run's codes have {latent}")
+    return {"image": view.decode([body.z])[0]}
+
+
+@api_routes.post("/api/interpolate", response_model=InterpolateAnswer)
+def interpolate(view: View, body: InterpolateRequest) -> dict:
+    """``steps`` codes on the line between the codes of test items ``a`` and ``b``, and their images."""
+    codes, images = view.interpolate(checked_index(view, body.a), checked_index(view, body.b), body.steps)
+    return {"z": codes, "images": images}
+
+
+@api_routes.post("/api/sample", response_model=ImagesAnswer)
+def sample(view: View, body: SampleRequest) -> dict:
+    """``n`` images decoded from codes drawn from the prior (generative models; 400 for the others)."""
+    if not view.predictor.can_sample:
+        raise HTTPException(400, f"the {view.predictor.name} model has no prior to sample from")
+    return {"images": view.sample(body.n, body.seed)}
+
+
+@api_routes.post("/api/text", response_model=TextAnswer)
+def text(view: View, body: TextRequest) -> dict:
+    """Images generated from a text (multimodal runs with text; 400 for the others)."""
+    if not view.has_text:
+        raise HTTPException(400, f"the run {view.name} has no text modality; serve a multimodal run trained "
+                                 f"with text (--modalities image,text)")
+    return view.from_text(body.text, body.n, body.seed)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

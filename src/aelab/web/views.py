@@ -10,7 +10,7 @@ the test recordings whose codes lie nearest an image's code in the shared space 
 from __future__ import annotations
 
 import base64
-import copy
+import dataclasses
 import json
 import math
 import struct
@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import DATASETS, Dataset, as_float, load_dataset
+from ..data import DATASETS, Dataset, as_float
 from ..data.multimodal import ALPHABET, decode_text
 from ..errors import AelabError
 from ..predict import Predictor, Projection, ensure_latent_files
-from ..registry import is_multimodal
+from ..registry import accepted_fields, model_class
 from ..runfolder import CONFIG, load_run_data
 
 SERVED_SUFFIXES = (".html", ".png", ".json", ".jsonl", ".csv", ".md")  # run files the page may link to
@@ -79,24 +79,19 @@ def find_runs(path: str | Path) -> list[Path]:
 
 
 def run_dataset(run_dir: Path, config, cache: dict, audio_data: str | None = None) -> Dataset:
-    """The dataset a run was trained on, loaded by its name (once per name and folder, shared via ``cache``);
-    for a multimodal run, its paired data rebuilt from its config (:func:`aelab.runfolder.load_run_data`),
-    its spoken digits read from ``audio_data`` when given (else where the config or the defaults say)."""
-    name, data_dir = config.dataset, config.data_dir
-    if is_multimodal(config.model):
-        if audio_data is not None:
-            config = copy.copy(config)
-            config.audio_data = str(audio_data)
-        key = ("multimodal", name, data_dir, config.modalities, config.audio_data, config.seed)
-        if key not in cache:
-            cache[key] = load_run_data(config)
-        return cache[key]
+    """The dataset a run was trained on, rebuilt from its config as its model family loads it
+    (:func:`aelab.runfolder.load_run_data`; once per dataset, shared via ``cache``); a run whose family reads
+    spoken digits reads them from ``audio_data`` when given (else where the config or the defaults say)."""
+    name = config.dataset
+    if audio_data is not None and "audio_data" in accepted_fields(config.model):
+        config = dataclasses.replace(config, audio_data=str(audio_data))
     if name not in DATASETS and not str(name).lower().endswith(".npy"):
         raise AelabError(f"{run_dir} was trained on '{name}', which aelab cannot load by name; serve it from "
                          f"Python: aelab.web.create_app(run_dir, data=your_dataset)")
-    key = (name, data_dir)
+    key = (model_class(config.model).load_data, name, config.data_dir, config.modalities, config.audio_data,
+           config.seed)
     if key not in cache:
-        cache[key] = load_dataset(name, data_dir)
+        cache[key] = load_run_data(config)
     return cache[key]
 
 
@@ -159,24 +154,23 @@ class RunView:
         predictor = Predictor.from_run(run_dir, device=device)
         if data is None:
             data = run_dataset(run_dir, predictor.run.config, {} if cache is None else cache, audio_data)
-        if data.is_multimodal != predictor.multimodal or (
-                data.is_multimodal and any(m not in data.x_test for m in predictor.modalities)):
+        if sorted(data.modalities) != sorted(predictor.modalities):
             raise AelabError(f"the data given holds {', '.join(data.modalities)} but {run_dir}'s model reads "
                              f"{', '.join(predictor.modalities)}; give the dataset the run was trained on")
-        x = (data.x_test[predictor.modality] if data.is_multimodal else data.x_test).cpu()
+        test = data.inputs("test")
+        x = test[predictor.modality].cpu()
         if tuple(x.shape[1:]) != predictor.input_shape:
             raise AelabError(f"the data given has inputs of shape {tuple(x.shape[1:])} but {run_dir}'s "
                              f"model reads {predictor.input_shape}; give the dataset the run was trained on")
         stats, projection = ensure_latent_files(predictor, data, method, log=log)
         n = len(x)
         labels = data.y_test.cpu().numpy().astype(np.int64) if data.y_test is not None else np.full(n, -1, np.int64)
-        bounded = data.bounded if not data.is_multimodal else (
-            x.dtype == torch.uint8 or (float(x.min()) >= 0.0 and float(x.max()) <= 1.0))
+        bounded = x.dtype == torch.uint8 or (float(x.min()) >= 0.0 and float(x.max()) <= 1.0)
         lo, hi = (0.0, 1.0) if bounded else (float(x.min()), float(x.max()))
         texts = recordings = None
-        if data.is_multimodal and "text" in predictor.modalities:
-            texts = decode_text(data.x_test["text"])
-        if data.is_multimodal and "audio" in predictor.modalities and predictor.modality != "audio":
+        if "text" in predictor.modalities:
+            texts = decode_text(test["text"])
+        if "audio" in predictor.modalities and predictor.modality != "audio":
             recordings = Recordings.of(predictor, data, labels)
         return cls(name or run_dir.name, run_dir, predictor, x, labels, data.classes, data.name, stats, projection,
                    lo, hi, texts, recordings)

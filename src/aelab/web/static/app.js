@@ -64,9 +64,9 @@
   // ------------------------------------------------------------------ the map
   function resize() {
     const ratio = window.devicePixelRatio || 1;
-    const box = canvas.getBoundingClientRect();
-    canvas.width = Math.max(1, Math.round(box.width * ratio));
-    canvas.height = Math.max(1, Math.round(box.height * ratio));
+    const rect = canvas.getBoundingClientRect();
+    canvas.width = Math.max(1, Math.round(rect.width * ratio));
+    canvas.height = Math.max(1, Math.round(rect.height * ratio));
     draw();
   }
 
@@ -84,9 +84,9 @@
 
   // world -> CSS pixels of the canvas (y up), and back
   function scale() {
-    const box = canvas.getBoundingClientRect(), b = state.bounds;
-    const s = Math.min(box.width / (b.x1 - b.x0), box.height / (b.y1 - b.y0)) * state.zoom;
-    return { s, cx: box.width / 2 + state.panX, cy: box.height / 2 + state.panY,
+    const rect = canvas.getBoundingClientRect(), b = state.bounds;
+    const s = Math.min(rect.width / (b.x1 - b.x0), rect.height / (b.y1 - b.y0)) * state.zoom;
+    return { s, cx: rect.width / 2 + state.panX, cy: rect.height / 2 + state.panY,
       mx: (b.x0 + b.x1) / 2, my: (b.y0 + b.y1) / 2 };
   }
 
@@ -102,8 +102,8 @@
     if (!state.bounds) return;
     const ratio = canvas.width / Math.max(1, canvas.getBoundingClientRect().width);
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-    const box = canvas.getBoundingClientRect();
-    ctx.clearRect(0, 0, box.width, box.height);
+    const rect = canvas.getBoundingClientRect();
+    ctx.clearRect(0, 0, rect.width, rect.height);
     const t = scale();
     const size = state.n > 5000 ? 2.5 : 3.5;
     state.grid = new Map();
@@ -112,7 +112,7 @@
     for (let i = 0; i < state.n; i++) {
       const [px, py] = toScreen(state.wx[i], state.wy[i], t);
       state.sx[i] = px; state.sy[i] = py;
-      if (px < -size || py < -size || px > box.width + size || py > box.height + size) continue;
+      if (px < -size || py < -size || px > rect.width + size || py > rect.height + size) continue;
       drawn++;
       const key = Math.floor(px / 16) + "," + Math.floor(py / 16);
       if (!state.grid.has(key)) state.grid.set(key, []);
@@ -161,8 +161,8 @@
   }
 
   function mousePos(event) {
-    const box = canvas.getBoundingClientRect();
-    return [event.clientX - box.left, event.clientY - box.top];
+    const rect = canvas.getBoundingClientRect();
+    return [event.clientX - rect.left, event.clientY - rect.top];
   }
 
   let drag = null;
@@ -220,8 +220,8 @@
     const name = label < 0 ? "" : (state.info.classes ? state.info.classes[label] : String(label));
     $("tooltip-label").textContent = `#${index}${name ? " · " + name : ""}`;
     tip.hidden = false;
-    const box = canvas.getBoundingClientRect();
-    tip.style.left = `${Math.min(px + 12, box.width - 90)}px`;
+    const rect = canvas.getBoundingClientRect();
+    tip.style.left = `${Math.min(px + 12, rect.width - 90)}px`;
     tip.style.top = `${Math.max(py - 100, 4)}px`;
   }
 
@@ -297,16 +297,16 @@
 
   function drawBars() {
     const bars = $("code-bars"), c = bars.getContext("2d");
-    const ratio = window.devicePixelRatio || 1, box = bars.getBoundingClientRect();
-    bars.width = Math.round(box.width * ratio); bars.height = Math.round(box.height * ratio);
+    const ratio = window.devicePixelRatio || 1, rect = bars.getBoundingClientRect();
+    bars.width = Math.round(rect.width * ratio); bars.height = Math.round(rect.height * ratio);
     c.setTransform(ratio, 0, 0, ratio, 0, 0);
-    c.clearRect(0, 0, box.width, box.height);
+    c.clearRect(0, 0, rect.width, rect.height);
     if (!state.code) return;
     const st = state.info.stats, d = state.code.length;
     let reach = 1e-6;
     for (let k = 0; k < d; k++) reach = Math.max(reach, Math.abs(st.min[k]), Math.abs(st.max[k]), Math.abs(state.code[k]));
-    const mid = box.height / 2, w = box.width / d;
-    c.strokeStyle = "#c5cbd4"; c.beginPath(); c.moveTo(0, mid); c.lineTo(box.width, mid); c.stroke();
+    const mid = rect.height / 2, w = rect.width / d;
+    c.strokeStyle = "#c5cbd4"; c.beginPath(); c.moveTo(0, mid); c.lineTo(rect.width, mid); c.stroke();
     for (let k = 0; k < d; k++) {
       const v = state.code[k], h = (v / reach) * (mid - 4);
       c.fillStyle = v >= 0 ? "#1f77b4" : "#ff7f0e";
@@ -397,9 +397,9 @@
   }
 
   function buildSliders() {
-    const box = $("sliders");
+    const sliders = $("sliders");
     const st = state.info.stats;
-    box.replaceChildren(...state.dims.map((d) => {
+    sliders.replaceChildren(...state.dims.map((d) => {
       const span = (st.max[d] - st.min[d]) || 2 * (st.std[d] || 1);
       const lo = Math.min(st.min[d] - 0.25 * span, state.code ? state.code[d] : 0);
       const hi = Math.max(st.max[d] + 0.25 * span, state.code ? state.code[d] : 0);
@@ -514,8 +514,8 @@
     pagePosition(index) {
       const i = state.items.indexOf(index);
       if (i < 0) return null;
-      const box = canvas.getBoundingClientRect();
-      return { x: box.left + state.sx[i], y: box.top + state.sy[i] };
+      const rect = canvas.getBoundingClientRect();
+      return { x: rect.left + state.sx[i], y: rect.top + state.sy[i] };
     },
   };
   start().catch((error) => say(error.message));
