@@ -129,7 +129,7 @@ def test_8x8_images_into_a_conv_model_built_for_28x28(tmp_path):
 
 def test_flat_features_into_the_conv_model(tmp_path):
     data = aelab.from_arrays(np.random.default_rng(0).random((40, 20), dtype=np.float32))
-    with pytest.raises(aelab.AelabError, match=r"convolutional models need images .* got \(20,\); use the dense"):
+    with pytest.raises(aelab.AelabError, match=r"convolutional models need images .* got \(20,\); .*--image-size 28,28 .*use the dense"):
         aelab.train("conv", data, out=tmp_path / "r", epochs=1, progress=False, log=None)
 
 

@@ -214,10 +214,10 @@ def test_known_answers_of_the_helpers():
 
 
 def test_write_run_figures_draws_every_figure_that_applies(runs, small_mnist):
-    """A 2-D VAE on images: every catalogued figure applies (the dense model's lack of generative
-    figures follows from is_generative, tested above)."""
+    """A 2-D VAE on images: every catalogued figure applies but the feature bars of a table's rows (the dense
+    model's lack of generative figures follows from is_generative, tested above)."""
     written = write_run_figures(runs["vae"], small_mnist, method="pca")
-    assert set(written) == {f for f, _, _ in FIGURES}
+    assert set(written) == {f for f, _, _ in FIGURES} - {"feature_reconstructions.png"}
     for name, path in written.items():
         assert path == runs["vae"].path / name
         assert_picture(path)

@@ -199,7 +199,8 @@ def test_one_modality_item_has_no_multimodal_keys(tmp_path_factory):
     item = client.get("/api/items/0").json()
     assert set(item) == {"index", "label", "class", "image", "reconstruction", "z"}
     info = client.get("/api/info").json()
-    assert info["modalities"] == ["image"] and info["text"] is None and info["recordings"] is None
+    assert info["modalities"] is None and info["map_modality"] == "image"  # no stray "image" in the header
+    assert info["text"] is None and info["recordings"] is None and info["flat"] is False
     answer = client.post("/api/text", json={"text": "seven"})
     assert answer.status_code == 400 and "no text modality" in answer.json()["detail"]
 

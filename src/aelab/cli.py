@@ -10,7 +10,7 @@ from .errors import AelabError
 from .version import __version__
 
 # Each module adds its sub-command(s) with ``add_parsers(subparsers)`` and sets ``func`` on them.
-COMMAND_MODULES = ["train", "evaluate", "report", "serve"]
+COMMAND_MODULES = ["train", "evaluate", "report", "serve", "encode"]
 
 
 # Shown at the end of `aelab COMMAND --help` (a test keeps one for every sub-command).
@@ -24,6 +24,8 @@ EXAMPLES = {
     "report": ["aelab report runs/vae-mnist5k --method pca --points all"],
     "tour": ["aelab tour", "aelab tour --dataset mnist --threads 2"],
     "serve": ["aelab serve runs/vae-mnist5k", "aelab serve runs/ --port 8080"],
+    "encode": ["aelab encode runs/conv-photos --input photos/ --out codes.npy",
+               "aelab encode runs/dense-table --input new_rows.csv --out codes.parquet"],
 }
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .errors import AelabError, closest, first_line
 from .io import atomic_write_text
+from .data.datasets import DATASETS
 from .models.base import require
 from .registry import check_model_settings
 
@@ -26,6 +27,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 FORMAT_VERSION = 1  # bump when the layout of a run folder changes incompatibly
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
+DATA_OPTIONS = ("test_fraction", "image_size", "channels", "label_column", "drop_columns", "impute", "skip_bad")
 MAX_SEED = 2**32 - 1  # per-epoch shuffles seed torch with seed * 1_000_003 + epoch, which must fit 64 bits
 
 
@@ -33,8 +35,16 @@ MAX_SEED = 2**32 - 1  # per-epoch shuffles seed torch with seed * 1_000_003 + ep
 class RunConfig:
     # --- what to train on what
     model: str = "dense"  # registry name: see `aelab.MODELS`
-    dataset: str = "mnist5k"  # dataset name: see `aelab datasets`
+    dataset: str = "mnist5k"  # dataset name (see `aelab datasets`) or the path of your own data: a folder of images, a table (.csv, .tsv, .parquet), an .npz or .npy
     data_dir: str | None = None  # folder holding this dataset's files (overrides AELAB_DATA_DIR)
+    # --- your own data (--dataset PATH); the split, image format and table transform are recorded in data.json
+    test_fraction: float | None = None  # share of the rows held out as the test set (seeded, stratified by label) unless the data brings train/ and test/; None = 0.2
+    image_size: list[int] | None = None  # images: H,W every image is brought to; None = the most common size
+    channels: int | None = None  # images: 1 (grey) or 3 (RGB); None = the most common mode
+    label_column: str | None = None  # tables: the column holding each row's label (its values become the classes)
+    drop_columns: list[str] | None = None  # tables: columns left out, e.g. id,timestamp
+    impute: str | None = None  # tables: fill NaN or infinite values with the training rows' "mean" or "median" (else they are an error)
+    skip_bad: bool = False  # images: skip unreadable or truncated files (one warning counts them) instead of stopping
     out: str | None = None  # run folder; default runs/<model>-<dataset>[-N]
     # --- the model's settings: owned and validated by its family's settings class (models/<family>.py). None =
     # the family's default; a value the chosen family does not read is refused (never silently dropped), and
@@ -104,8 +114,30 @@ class RunConfig:
             require(math.isfinite(self.grad_clip) and self.grad_clip > 0,
                  f"grad_clip must be a positive number, got {self.grad_clip}")
         require(0 <= self.seed <= MAX_SEED, f"seed must lie in 0..{MAX_SEED}, got {self.seed}")
+        self.check_data_options()
         check_model_settings(self)  # the model's fields: read by the chosen family, judged by its settings class
         return self
+
+    def data_options(self) -> dict:
+        """The own-data options given (load_dataset's keyword arguments for a path), with the run's seed."""
+        given = {k: getattr(self, k) for k in DATA_OPTIONS if getattr(self, k) not in (None, False)}
+        if "image_size" in given:
+            given["image_size"] = tuple(given["image_size"])
+        return {**given, "seed": self.seed}
+
+    def check_data_options(self) -> None:
+        given = [k for k in DATA_OPTIONS if getattr(self, k) not in (None, False)]
+        require(not given or self.dataset not in DATASETS,
+                f"--{given[0].replace('_', '-') if given else ''} applies to your own data (--dataset PATH), not to "
+                f"the named dataset {self.dataset}; drop it")
+        if self.test_fraction is not None:
+            require(math.isfinite(self.test_fraction) and 0 < self.test_fraction < 1,
+                    f"test_fraction must lie strictly between 0 and 1, got {self.test_fraction}; try --test-fraction 0.2")
+        if self.image_size is not None:
+            require(len(self.image_size) == 2 and all(v >= 1 for v in self.image_size),
+                    f"image_size takes a height and a width like 28,28, got {self.image_size}")
+        require(self.channels in (None, 1, 3), f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
+        require(self.impute in (None, "mean", "median"), f"impute must be 'mean' or 'median', got '{self.impute}'")
 
     @property
     def validation_fraction(self) -> float:
@@ -205,6 +237,12 @@ def _coerce(name: str, value, hint, source: str):
         if not isinstance(value, str):
             raise bad
         return value
+    if origin is list and args == (str,):  # "id,timestamp" from a flag or a TOML string, or a list of names
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad
+        return list(value)
     if origin is list:
         if isinstance(value, str):  # "256,128" from a flag or a TOML string
             try:
@@ -218,6 +256,8 @@ def _coerce(name: str, value, hint, source: str):
 
 
 def _describe(hint) -> str:
+    if typing.get_origin(hint) is list and typing.get_args(hint) == (str,):
+        return "a list of names like id,timestamp"
     if typing.get_origin(hint) is list:
         return "a list of integers like 256,128"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
@@ -246,7 +286,8 @@ def _inside(path: str, folder: str) -> bool:
 def default_out(cfg: RunConfig, root: str | Path = "runs") -> Path:
     """A fresh run folder name: runs/<model>-<dataset>, then -2, -3, ... if taken."""
     root = Path(root)
-    dataset = Path(cfg.dataset).stem if cfg.dataset.endswith(".npy") else cfg.dataset  # a file: its name
+    # a dataset by name, or a file or folder of the user's own: its name without the extension
+    dataset = cfg.dataset if cfg.dataset in DATASETS else (Path(cfg.dataset.rstrip("/\\")).stem or "data")
     base = f"{cfg.model}-{dataset}"
     candidate, n = root / base, 1
     while candidate.exists():

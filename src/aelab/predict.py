@@ -34,18 +34,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 import torch
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
 from .data import Dataset
+from .data.folders import images_transform
+from .data.own import ID_NAMES, read_inputs
 from .data.multimodal import decode_text as text_of_ids, encode_text as ids_of_text
 from .device import INFERENCE_BATCH, resolve_device
 from .errors import AelabError
 from .io import atomic_write_bytes, atomic_write_text
 from .models.base import GENERATIVE, MULTIMODAL, VARIATIONAL, eval_mode, has, model_device
-from .runfolder import CHECKPOINT, MODEL, Run, open_run
+from .runfolder import CHECKPOINT, MODEL, Run, load_run_data, open_run, read_data_record
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +253,83 @@ class Predictor:
             raise AelabError("interpolate takes one code at each end; pass z[i], not a batch")
         t = torch.linspace(0, 1, steps)[:, None]
         return (1 - t) * za + t * zb
+
+
+# ---------------------------------------------------------------------------------------------- codes out
+@dataclass
+class Encoded:
+    """The codes of a run's inputs: ``codes`` (N, latent_dim), each row's ``ids`` (a file name or a row index, as
+    text; ``id_name`` says which), its class name when the input carries the run's labels (else None)."""
+
+    codes: torch.Tensor
+    ids: list[str]
+    id_name: str
+    labels: list[str] | None
+
+
+def run_transform(run: Run) -> dict:
+    """How raw inputs become the run's model inputs: the transform its dataset recorded in data.json (a folder
+    of images, a table, an .npz), or, for a dataset by name, the shape its model reads (images or arrays)."""
+    record = read_data_record(run.path) or {}
+    if isinstance(record.get("transform"), dict):
+        return record["transform"]
+    shape = tuple(run.model.modalities[run.model.main_modality].shape)
+    classes = (read_latent_stats(run.path) or {}).get("classes")
+    if len(shape) == 3 and shape[0] in (1, 3):
+        return images_transform(shape[1:], shape[0], classes)
+    return {"kind": "arrays", "shape": list(shape), "dtype": "float32", "classes": classes}
+
+
+def encode_inputs(predictor: Predictor, path=None, *, skip_bad: bool = False, progress: bool = True) -> Encoded:
+    """The codes of ``path`` read as the run reads its data (:func:`aelab.data.own.read_inputs` with the run's
+    transform: image size and channels, a table's standardisation and one-hot columns), or of the run's own test
+    set when ``path`` is None. The predictor must come from a run folder (``Predictor.from_run``)."""
+    if predictor.run is None:
+        raise AelabError("encode_inputs needs a Predictor made with Predictor.from_run")
+    transform = run_transform(predictor.run)
+    classes = transform.get("classes")
+    if path is None:
+        data = load_run_data(predictor.run.config)
+        x, y = data.inputs("test")[predictor.modality], data.y_test
+        ids = (data.meta.get("ids") or {}).get("test") or [str(i) for i in range(len(x))]
+        classes = data.classes or classes
+    else:
+        x, ids, y = read_inputs(path, transform, skip_bad=skip_bad, progress=progress)
+    codes = predictor.encode(x)
+    labels = None if y is None else [classes[int(i)] if classes else str(int(i)) for i in y.tolist()]
+    return Encoded(codes, list(ids), ID_NAMES.get(transform.get("kind"), "row"), labels)
+
+
+CODE_FORMATS = (".npy", ".csv", ".parquet")
+
+
+def write_codes(encoded: Encoded, out: str | Path) -> Path:
+    """Write codes as ``.npy`` (N, latent_dim) float32, or ``.csv`` / ``.parquet`` with one column per code
+    dimension (``z0``, ``z1``, ...) after the row's id (``file`` or ``row``) and its ``label`` when known;
+    atomically."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in CODE_FORMATS:
+        raise AelabError(f"cannot write codes as '{out.suffix or out.name}'; name the file .npy, .csv or .parquet")
+    codes = encoded.codes.float().cpu().numpy()
+    buffer = io.BytesIO()
+    if suffix == ".npy":
+        np.save(buffer, codes)
+    else:
+        columns = {encoded.id_name: pa.array(encoded.ids, pa.string())}
+        if encoded.labels is not None:
+            columns["label"] = pa.array(encoded.labels, pa.string())
+        columns.update({f"z{j}": pa.array(codes[:, j]) for j in range(codes.shape[1])})
+        table = pa.table(columns)
+        if suffix == ".csv":
+            pa_csv.write_csv(table, buffer)
+        else:
+            pq.write_table(table, buffer)
+    try:
+        atomic_write_bytes(out, buffer.getvalue())
+    except OSError as exc:
+        raise AelabError(f"cannot write {out} ({exc.strerror or exc}); choose another --out") from None
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- run files
@@ -461,6 +543,7 @@ def _cache(write) -> None:
         logger.warning("not cached: %s", exc)
 
 
-__all__ = ["LATENT_STATS", "MAP_METHODS", "PROJECTION", "Predictor", "Projection", "ensure_latent_files",
+__all__ = ["CODE_FORMATS", "Encoded", "LATENT_STATS", "MAP_METHODS", "PROJECTION", "Predictor", "Projection",
+           "encode_inputs", "ensure_latent_files", "run_transform", "write_codes",
            "latent_stats", "project_codes", "read_latent_stats", "read_projection", "encode_test_set", "test_count",
            "write_latent_stats", "write_projection"]

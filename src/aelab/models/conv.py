@@ -49,7 +49,8 @@ class ConvDecoder(nn.Module):
 def check_conv_shape(input_shape, channels) -> None:
     if len(input_shape) != 3 or input_shape[1] % 4 or input_shape[2] % 4 or input_shape[1] < 4:
         raise AelabError(f"convolutional models need images (C, H, W) with H and W multiples of 4, got "
-                         f"{tuple(input_shape)}; use the dense model for flat features")
+                         f"{tuple(input_shape)}; for a folder of images pass --image-size 28,28 or 32,32, and use "
+                         f"the dense model for flat features")
     if len(channels) != 2:
         raise AelabError(f"convolutional models take two channel counts in hidden_dims (e.g. 32,64), got {channels}")
 

@@ -110,6 +110,31 @@ def plot_reconstructions(model, x: torch.Tensor, path: str | Path, n: int = 10) 
     return _save(fig, path)
 
 
+def plot_feature_reconstructions(model, x: torch.Tensor, path: str | Path, names: list[str] | None = None,
+                                 n: int = 4, max_features: int = 40) -> Path:
+    """For flat features (a table's rows): one panel per test row ``x`` (N, D), its features as bars and the
+    model's reconstruction of each as a dot on the same axis (the first ``n`` rows, the first ``max_features``
+    features; ``names`` label them)."""
+    recon = _reconstruct(model, x[:n].float()).float().cpu().numpy()
+    x = x[:n].float().cpu().numpy()
+    d = min(x.shape[1], max_features)
+    names = list(names or [f"x{j}" for j in range(x.shape[1])])[:d]
+    fig, axes = plt.subplots(len(x), 1, figsize=(max(6.0, 0.22 * d + 1.5), 1.7 * len(x) + 0.6), squeeze=False,
+                             sharex=True)
+    for i, ax in enumerate(axes[:, 0]):
+        ax.bar(range(d), x[i, :d], color="#9ab7d3", label="input")
+        ax.plot(range(d), recon[i, :d], "o", color="#c0392b", markersize=3.5, label="reconstruction")
+        ax.axhline(0, color="#888", linewidth=0.6)
+        ax.set_ylabel(f"row {i + 1}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=7, loc="upper right", ncol=2, frameon=False)
+    axes[-1, 0].set_xticks(range(d), names, rotation=90, fontsize=6)
+    shown = f" (the first {d} of {x.shape[1]} features)" if d < x.shape[1] else ""
+    fig.suptitle(f"test rows: features (bars) and their reconstruction (dots){shown}", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plot_reconstruction_comparison(models: dict, x: torch.Tensor, path: str | Path, n: int = 10) -> Path:
     """The same test images ``x`` (N, C, H, W) in [0, 1] reconstructed by each model: one row per model.
 

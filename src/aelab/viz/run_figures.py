@@ -14,7 +14,7 @@ import torch
 from ..data.batches import as_float
 from ..evaluation import encode_all, firing_rates
 from ..models.base import model_device
-from .figures import plot_loss_curves, plot_reconstructions
+from .figures import plot_feature_reconstructions, plot_loss_curves, plot_reconstructions
 from .generative import is_generative, plot_interpolations, plot_manifold, plot_samples
 from .latent import DEFAULT_POINTS, plot_latent_map
 from .units import (decoder_starts_linear, plot_code_heatmap, plot_code_histogram, plot_firing_rates,
@@ -26,7 +26,10 @@ FIGURES = [
      "Train and test loss per epoch, and each named term of the loss. Test below or close to train: the "
      "model generalises; test rising while train falls: it is overfitting."),
     ("reconstructions.png", "Reconstructions",
-     "Test digits (top) and what the model makes of them after squeezing each through its code (bottom)."),
+     "Test images (top) and what the model makes of them after squeezing each through its code (bottom)."),
+    ("feature_reconstructions.png", "Reconstructions",
+     "Test rows: each feature (bar) and what the model makes of it after squeezing the row through its code "
+     "(dot). Dots on the bars' tops: the code keeps what the row says."),
     ("latent.png", "The latent space as a map",
      "Test codes projected to two dimensions, coloured by the label the model never saw. Clusters by "
      "digit mean the code separates the classes without labels."),
@@ -101,6 +104,9 @@ def write_run_figures(run, data, *, method: str = "tsne", n_points: int | None =
     pick = class_balanced_indices(y, min(20, len(x)))
     if images:
         add("reconstructions.png", plot_reconstructions, model, as_float(x[pick[:10]]))
+    elif x.dim() == 2:  # flat features (a table): bars of a few rows and their reconstructions
+        names = (data.meta.get("transform") or {}).get("columns")
+        add("feature_reconstructions.png", plot_feature_reconstructions, model, as_float(x[pick[:4]]), names=names)
     if len(codes) >= MIN_MAP_POINTS:
         written["latent.png"] = write_latent_map(run, data, codes, method=method, n_points=n_points, log=log)
     elif log:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import DATASETS, Dataset, as_float
+from ..data import Dataset, as_float
 from ..data.multimodal import ALPHABET, decode_text
 from ..errors import AelabError
 from ..predict import Predictor, Projection, ensure_latent_files
@@ -65,6 +65,29 @@ def as_pixels(x: torch.Tensor, lo: float, hi: float) -> np.ndarray:
     return (scaled.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
+BAR_WIDTH, BAR_HEIGHT = 6, 96  # a table row drawn as bars: pixels per feature, and the picture's height
+INPUT_GREY, RECON_RED = (150, 183, 211), (192, 57, 43)
+
+
+def bar_pixels(values: torch.Tensor, lo: float, hi: float, behind: torch.Tensor | None = None) -> np.ndarray:
+    """A row of flat features (D,) as an RGB bar chart (BAR_HEIGHT, D * BAR_WIDTH, 3): one bar per feature from
+    the zero line (or the bottom when lo >= 0), values from [lo, hi]; ``behind`` (the input, when drawing a
+    reconstruction) is drawn first in light blue, ``values`` then in red as narrower bars in front."""
+    d = len(values)
+    image = np.full((BAR_HEIGHT, d * BAR_WIDTH, 3), 255, np.uint8)
+    span = max(hi - min(lo, 0.0), 1e-12)
+    row_of = lambda v: int(round((BAR_HEIGHT - 1) * (1 - (min(max(v, lo), hi) - min(lo, 0.0)) / span)))  # noqa: E731
+    zero = row_of(0.0)
+    layers = ([(behind, INPUT_GREY, 0)] if behind is not None else []) + \
+             [(values, RECON_RED if behind is not None else INPUT_GREY, 1 if behind is not None else 0)]
+    for row, colour, inset in layers:
+        for j, v in enumerate(row.detach().float().cpu().tolist()):
+            top, bottom = sorted((row_of(v), zero))
+            image[top:bottom + 1, j * BAR_WIDTH + inset:(j + 1) * BAR_WIDTH - 1 - inset] = colour
+    image[zero, :] = (90, 90, 90)
+    return image
+
+
 def find_runs(path: str | Path) -> list[Path]:
     """The run folders to serve: ``path`` itself when it is a run, else the run folders directly inside it."""
     path = Path(path)
@@ -85,11 +108,8 @@ def run_dataset(run_dir: Path, config, cache: dict, audio_data: str | None = Non
     name = config.dataset
     if audio_data is not None and "audio_data" in accepted_fields(config.model):
         config = dataclasses.replace(config, audio_data=str(audio_data))
-    if name not in DATASETS and not str(name).lower().endswith(".npy"):
-        raise AelabError(f"{run_dir} was trained on '{name}', which aelab cannot load by name; serve it from "
-                         f"Python: aelab.web.create_app(run_dir, data=your_dataset)")
     key = (model_class(config.model).load_data, name, config.data_dir, config.modalities, config.audio_data,
-           config.seed)
+           config.seed, repr(config.data_options()))
     if key not in cache:
         cache[key] = load_run_data(config)
     return cache[key]
@@ -167,6 +187,8 @@ class RunView:
         labels = data.y_test.cpu().numpy().astype(np.int64) if data.y_test is not None else np.full(n, -1, np.int64)
         bounded = x.dtype == torch.uint8 or (float(x.min()) >= 0.0 and float(x.max()) <= 1.0)
         lo, hi = (0.0, 1.0) if bounded else (float(x.min()), float(x.max()))
+        if not bounded and x.dim() == 2 and x.numel() > 1:  # a table's rows: a few extreme values would flatten the bars
+            lo, hi = (float(v) for v in torch.quantile(x.float().flatten()[:1_000_000], torch.tensor([0.01, 0.99])))
         texts = recordings = None
         if "text" in predictor.modalities:
             texts = decode_text(test["text"])
@@ -201,7 +223,8 @@ class RunView:
         if self.has_text:
             spec = p.specs["text"]
             text = {"max_length": int(spec.shape[0]), "alphabet": ALPHABET}
-        return {"modalities": list(p.modalities), "map_modality": p.modality, "text": text,
+        return {"modalities": list(p.modalities) if len(p.modalities) > 1 else None, "map_modality": p.modality,
+                "text": text,
                 "recordings": len(self.recordings.rows) if self.recordings is not None else None}
 
     def info(self, limits: dict) -> dict:
@@ -214,6 +237,7 @@ class RunView:
                 "map": {"method": proj.method, "axis_labels": list(proj.axis_labels), "linear": proj.linear,
                         "points": len(proj.index), **linear},
                 "stats": {k: self.stats[k] for k in ("mean", "std", "min", "max")},
+                "flat": self.flat,  # a table's rows: the page draws inputs and outputs as bars
                 "limits": limits, **self.multimodal_info()}
 
     def label_name(self, label: int) -> str | None:
@@ -221,7 +245,16 @@ class RunView:
             return None
         return self.classes[label] if self.classes and label < len(self.classes) else str(label)
 
-    def png(self, x: torch.Tensor) -> bytes:
+    @property
+    def flat(self) -> bool:
+        """A run on flat features (a table's rows): its inputs and outputs are drawn as bars, not pixels."""
+        return self.x.dim() == 2
+
+    def png(self, x: torch.Tensor, behind: torch.Tensor | None = None) -> bytes:
+        """One input or output as a PNG: pixels for an image; bars for a row of features (with the input
+        ``behind`` a reconstruction)."""
+        if self.flat:
+            return png_bytes(bar_pixels(x, self.lo, self.hi, behind))
         return png_bytes(as_pixels(x, self.lo, self.hi))
 
     def input_png(self, index: int) -> bytes:
@@ -236,7 +269,8 @@ class RunView:
         recon = self.predictor.decode(z)[0]
         label = int(self.labels[index])
         answer = {"index": index, "label": label, "class": self.label_name(label),
-                  "image": data_url(self.input_png(index)), "reconstruction": data_url(self.png(recon)),
+                  "image": data_url(self.input_png(index)),
+                  "reconstruction": data_url(self.png(recon, as_float(self.x[index]) if self.flat else None)),
                   "z": z[0].tolist()}
         if self.has_text:
             answer.update(word=self.predictor.decode_text(z)[0], text=self.texts[index])

@@ -447,7 +447,9 @@
     }));
     const m = info.map;
     const what = { tsne: "t-SNE", pca: "PCA", direct: "the codes themselves" }[m.method] || m.method;
-    const of = info.modalities ? ` of the ${info.map_modality}s` : "";
+    document.body.classList.toggle("flat", !!info.flat); // a table's rows: bars, wide, and "row" in the captions
+    $("sel-image-caption").textContent = info.flat ? "test row" : "test image";
+    const of = info.modalities ? ` of the ${info.map_modality}s` : (info.flat ? " of the rows" : "");
     $("map-title").textContent = `${m.points.toLocaleString()} test codes${of}, ${what}`;
     $("map-axes").textContent = m.linear ? `x: ${m.axis_labels[0]}` + (m.axis_labels[1] ? ` · y: ${m.axis_labels[1]}` : "") : "";
     $("map-hint").textContent = m.linear ? "hover: image · click: select, or decode an empty spot · shift-click: interpolate · wheel: zoom"
