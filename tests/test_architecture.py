@@ -24,7 +24,7 @@ LAYERS = [
     {"runfolder"},
     {"training", "evaluation", "predict"},
     {"viz"},
-    {"api", "sklearn"},
+    {"api", "sklearn", "oneclass"},
     {"cli", "commands", "web", "__main__", "__init__"},
 ]
 # Function-level imports allowed: the CLI's lazy command loading, and optional dependencies.

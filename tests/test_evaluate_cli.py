@@ -12,7 +12,10 @@ import torch
 import aelab
 import aelab.viz
 from aelab.cli import main
-from aelab.evaluation import METRIC_KEYS, read_evaluation
+from aelab.evaluation import read_evaluation
+from aelab.evaluation.specs import METRIC_KEYS as ALL_KEYS, NOISE_KEYS
+
+METRIC_KEYS = [k for k in ALL_KEYS if k not in NOISE_KEYS]  # these runs were trained without --noise
 
 VARIATIONAL_ONLY = {"neg_elbo", "iwae_nll", "iwae_samples"}
 

@@ -8,6 +8,7 @@ from torch import nn
 
 import aelab
 from aelab.errors import AelabError
+from aelab.evaluation.specs import NOISE_KEYS
 from aelab.evaluation import (METRIC_KEYS, active_units, bce_per_image, dead_fraction, evaluate_model,
                               firing_rates, hoyer_sparsity, is_variational, iwae_from_log_weights, iwae_nll,
                               mse_per_pixel, neg_elbo, probe_accuracies, sparsity_summary, stratified_subset)
@@ -197,14 +198,15 @@ def test_evaluate_model_without_labels_skips_probes(small_mnist):
 
 def test_evaluate_model_keys_for_vae_and_dense(tiny_vae, small_mnist):
     result = evaluate_model(tiny_vae, small_mnist, iwae_samples=5, progress=False, binarize=True)
-    assert set(METRIC_KEYS) <= set(result) and result["iwae_samples"] == 5 and result["binarized"]
+    assert set(METRIC_KEYS) - set(NOISE_KEYS) <= set(result) and result["iwae_samples"] == 5 and result["binarized"]
+    assert not set(NOISE_KEYS) & set(result)  # trained without --noise: no denoising metrics
     assert result == {**evaluate_model(tiny_vae, small_mnist, iwae_samples=5, progress=False, binarize=True),
                       "seconds": result["seconds"]}  # seeded: the same numbers again
     assert "iwae_nll" not in evaluate_model(tiny_vae, small_mnist, iwae_samples=0, progress=False)
     dense = aelab.build_model("dense", latent_dim=4, hidden_dims=[16])
     result = evaluate_model(dense, small_mnist, progress=False)
     assert not {"neg_elbo", "iwae_nll", "iwae_samples"} & set(result)
-    assert set(METRIC_KEYS) - {"neg_elbo", "iwae_nll", "iwae_samples"} <= set(result)
+    assert set(METRIC_KEYS) - {"neg_elbo", "iwae_nll", "iwae_samples", *NOISE_KEYS} <= set(result)
     with pytest.raises(AelabError, match="iwae_samples"):
         evaluate_model(tiny_vae, small_mnist, iwae_samples=-1)
 

@@ -13,7 +13,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_every_metric_evaluation_writes_has_one_row(small_mnist):
     model = aelab.build_model("vae", small_mnist.input_shape, latent_dim=4)
-    result = evaluate_model(model, small_mnist, iwae_samples=2, progress=False)
+    result = evaluate_model(model, small_mnist, iwae_samples=2, progress=False, noise="gaussian:0.5")
     written = {k for k, v in result.items() if isinstance(v, float) or k in SPECS}
     extra = {"test_samples", "latent_dim", "seconds", "active_threshold", "probe_train_samples",
              "probe_train_total"}  # bookkeeping, not metrics

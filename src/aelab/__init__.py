@@ -10,7 +10,8 @@ no imports inside functions except optional dependencies and the CLI's lazy comm
 tests/test_architecture.py checks both):
 
     8  cli, commands, web     the command line and the latent-space explorer: they only call down
-    7  api, sklearn           train() and tour() (reporting at the end of a run is called from here)
+    7  api, sklearn,          train() and tour() (reporting at the end of a run is called from here);
+       oneclass               the one-class anomaly protocol (aelab one-class)
     6  viz                    figures and the HTML reports
     5  training, evaluation,  the trainer; metrics and the one table of metric specs; inference
        predict

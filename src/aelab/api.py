@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from .config import RunConfig
 from .data import Dataset, load_dataset
+from .data.anomaly import apply_normal_classes
 from .data.batches import iterate_inputs, slice_inputs
 from .io import atomic_write_text
 from .errors import AelabError
@@ -107,7 +108,9 @@ def _train(model, data, dist: distributed.DistContext, *, out, resume, config, p
     log = log if dist.is_main else None
 
     if not isinstance(data, Dataset):
-        data = load_run_data(cfg)
+        data = load_run_data(cfg)  # the family's loader keeps the normal classes' training rows itself
+    elif cfg.normal_classes:
+        data = apply_normal_classes(data, cfg.normal_classes)  # a Dataset passed in: its normal classes' rows
     if isinstance(model, torch.nn.Module):
         model.check_input(next(iterate_inputs(slice_inputs(data.inputs("test"), slice(0, 1)), 1)))
     else:

@@ -10,7 +10,7 @@ from .errors import AelabError
 from .version import __version__
 
 # Each module adds its sub-command(s) with ``add_parsers(subparsers)`` and sets ``func`` on them.
-COMMAND_MODULES = ["train", "evaluate", "report", "serve", "encode"]
+COMMAND_MODULES = ["train", "evaluate", "report", "serve", "encode", "score", "oneclass"]
 
 
 # Shown at the end of `aelab COMMAND --help` (a test keeps one for every sub-command).
@@ -26,6 +26,11 @@ EXAMPLES = {
     "serve": ["aelab serve runs/vae-mnist5k", "aelab serve runs/ --port 8080"],
     "encode": ["aelab encode runs/conv-photos --input photos/ --out codes.npy",
                "aelab encode runs/dense-table --input new_rows.csv --out codes.parquet"],
+    "score": ["aelab score runs/conv-mnist5k --input new_digits.npz --out scores.csv",
+              "aelab score runs/vae-mnist5k --method elbo --threshold 180 --out test_scores.parquet"],
+    "one-class": ["aelab one-class --dataset mnist --classes 0-9 --out runs/one-class",
+                  "aelab one-class --dataset fashion-mnist --classes Sneaker,Bag",
+                  "aelab one-class --dataset photos/ --image-size 32,32 --channels 3"],
 }
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from .errors import AelabError, closest, first_line
 from .io import atomic_write_text
 from .data.datasets import DATASETS
-from .models.base import require
-from .registry import check_model_settings
+from .data.noise import parse_noise
+from .models.base import MULTIMODAL, has, require
+from .registry import check_model_settings, model_class
 
 try:
     import tomllib
@@ -45,6 +46,7 @@ class RunConfig:
     drop_columns: list[str] | None = None  # tables: columns left out, e.g. id,timestamp
     impute: str | None = None  # tables: fill NaN or infinite values with the training rows' "mean" or "median" (else they are an error)
     skip_bad: bool = False  # images: skip unreadable or truncated files (one warning counts them) instead of stopping
+    normal_classes: str | None = None  # anomaly detection: train and validate on these labels only ("3", "0-4" or "2,5,8"); the test set keeps every class
     out: str | None = None  # run folder; default runs/<model>-<dataset>[-N]
     # --- the model's settings: owned and validated by its family's settings class (models/<family>.py). None =
     # the family's default; a value the chosen family does not read is refused (never silently dropped), and
@@ -66,6 +68,8 @@ class RunConfig:
     modalities: str | None = None  # two or more of image,audio,text, comma-separated; None = image,audio,text when the FSDD file is found, else image,text
     audio_data: str | None = None  # the FSDD MFCC file digits.npz; None = AELAB_DATA_DIR/fsdd-mfcc/digits.npz, then the cache
     fusion: str | None = None  # how the modalities' codes join: "poe" (MVAE), "moe" (MMVAE) or "shared"; None = the model's default
+    # --- denoising autoencoder (any one-modality family)
+    noise: str | None = None  # denoising: corrupt each training batch afresh on the device: gaussian:SIGMA, masking:P or salt-pepper:P; the target stays clean
     # --- optimisation
     epochs: int = 10  # passes over the training set (--model multimodal: 5, with --batch-size 256 and --lr 2e-3, what it is measured with, unless given)
     batch_size: int = 128  # samples per step
@@ -116,7 +120,27 @@ class RunConfig:
         require(0 <= self.seed <= MAX_SEED, f"seed must lie in 0..{MAX_SEED}, got {self.seed}")
         self.check_data_options()
         check_model_settings(self)  # the model's fields: read by the chosen family, judged by its settings class
+        self.check_normal_classes()
+        self.check_noise()
         return self
+
+    def check_noise(self) -> None:
+        """``noise``: a well-formed corruption (see :mod:`aelab.data.noise`), for a one-modality family."""
+        if self.noise is not None:
+            parse_noise(self.noise)
+            require(not has(model_class(self.model), MULTIMODAL),
+                    f"--noise does not apply to --model {self.model}: a denoising run corrupts one modality; "
+                    f"drop --noise or train a one-modality model (dense, conv, sparse, vae, conv-vae)")
+
+    def check_normal_classes(self) -> None:
+        """``normal_classes``: a non-empty spec of one-modality data (checked against the data's classes when
+        it is loaded: :func:`aelab.data.anomaly.parse_classes`)."""
+        if self.normal_classes is not None:
+            require(self.normal_classes.strip() != "",
+                    "normal_classes is empty; name the normal classes like --normal-classes 3, 0-4 or 2,5,8")
+            require(not has(model_class(self.model), MULTIMODAL),
+                    f"--normal-classes does not apply to --model {self.model}: anomaly detection by normal classes "
+                    f"trains a one-modality model (dense, conv, sparse, vae, conv-vae)")
 
     def data_options(self) -> dict:
         """The own-data options given (load_dataset's keyword arguments for a path), with the run's seed."""

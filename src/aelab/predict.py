@@ -5,6 +5,7 @@
     x = p.decode(z)                 # (N, 1, 28, 28) in input space
     x = p.sample(16)                # generative models only (p.can_sample)
     strip = p.decode(p.interpolate(z[0], z[1], steps=8))
+    s = p.score(images)             # (N,) anomaly scores, higher = more unusual (p.scorer: threshold, methods)
 
 A multimodal model reads and writes several modalities through one latent space. Its Predictor shows the
 image modality by default (``encode``, ``decode``, ``reconstruct`` and ``sample`` are about images, as for
@@ -48,6 +49,7 @@ from .data.own import ID_NAMES, read_inputs
 from .data.multimodal import decode_text as text_of_ids, encode_text as ids_of_text
 from .device import INFERENCE_BATCH, resolve_device
 from .errors import AelabError
+from .evaluation.anomaly import AnomalyScorer
 from .io import atomic_write_bytes, atomic_write_text
 from .models.base import GENERATIVE, MULTIMODAL, VARIATIONAL, eval_mode, has, model_device
 from .runfolder import CHECKPOINT, MODEL, Run, load_run_data, open_run, read_data_record
@@ -86,6 +88,7 @@ class Predictor:
         self.multimodal = has(model, MULTIMODAL)  # several modalities, one latent space
         self.can_sample = has(model, GENERATIVE)  # a prior to sample from
         self._lock = threading.Lock()  # torch already spreads one call over every core: serve calls in turn
+        self._scorer: AnomalyScorer | None = None  # fitted on the run's training rows on first use (score)
 
     @classmethod
     def from_run(cls, path: str | Path, device: str = "auto", batch_size: int = INFERENCE_BATCH) -> "Predictor":
@@ -195,6 +198,29 @@ class Predictor:
         x = self._inputs(x)
         return self._batched(lambda b: self.model.reconstruct({self.modality: b}, self.modality), x)
 
+    # ------------------------------------------------------------------ anomaly scores
+    @property
+    def scorer(self) -> AnomalyScorer:
+        """The run's :class:`~aelab.evaluation.anomaly.AnomalyScorer`, fitted once on the run's training rows
+        (those of its normal classes, for a run trained with ``normal_classes``) and kept."""
+        if self._scorer is None:
+            if self.run is None:
+                raise AelabError("anomaly scores are fitted on the run's training rows: make the Predictor with "
+                                 "Predictor.from_run, or fit aelab.evaluation.anomaly.AnomalyScorer on your rows")
+            rows = load_run_data(self.run.config).inputs("train")[self.modality]
+            with self._lock:
+                self._scorer = AnomalyScorer.fit(self.model, rows, seed=self.run.config.seed,
+                                                 batch_size=self.batch_size)
+        return self._scorer
+
+    def score(self, x, method: str | None = None) -> torch.Tensor:
+        """(N,) anomaly scores of ``x``, higher = more anomalous, by ``method`` (a name of
+        ``aelab.evaluation.anomaly.SCORES``; default: the run's, ``scorer.default``)."""
+        x = self._inputs(x)
+        scorer = self.scorer
+        with self._lock:
+            return torch.from_numpy(scorer.score(x, method)).float()
+
     # ------------------------------------------------------------------ text (multimodal models with text)
     def _text_modality(self) -> str:
         for m in self.modalities:
@@ -280,12 +306,23 @@ def run_transform(run: Run) -> dict:
     return {"kind": "arrays", "shape": list(shape), "dtype": "float32", "classes": classes}
 
 
-def encode_inputs(predictor: Predictor, path=None, *, skip_bad: bool = False, progress: bool = True) -> Encoded:
-    """The codes of ``path`` read as the run reads its data (:func:`aelab.data.own.read_inputs` with the run's
-    transform: image size and channels, a table's standardisation and one-hot columns), or of the run's own test
-    set when ``path`` is None. The predictor must come from a run folder (``Predictor.from_run``)."""
+@dataclass
+class RunInputs:
+    """Inputs read as a run reads its data: ``x`` the model inputs, each row's ``ids`` (``id_name``: "file" or
+    "row") and its class name when known (``labels``, else None)."""
+
+    x: torch.Tensor
+    ids: list[str]
+    id_name: str
+    labels: list[str] | None
+
+
+def run_inputs(predictor: Predictor, path=None, *, skip_bad: bool = False, progress: bool = True) -> RunInputs:
+    """``path`` read as the run reads its data (:func:`aelab.data.own.read_inputs` with the run's transform: image
+    size and channels, a table's standardisation and one-hot columns), or the run's own test set when ``path`` is
+    None. What ``aelab encode`` and ``aelab score`` read. The predictor must come from ``Predictor.from_run``."""
     if predictor.run is None:
-        raise AelabError("encode_inputs needs a Predictor made with Predictor.from_run")
+        raise AelabError("reading a run's inputs needs a Predictor made with Predictor.from_run")
     transform = run_transform(predictor.run)
     classes = transform.get("classes")
     if path is None:
@@ -295,9 +332,14 @@ def encode_inputs(predictor: Predictor, path=None, *, skip_bad: bool = False, pr
         classes = data.classes or classes
     else:
         x, ids, y = read_inputs(path, transform, skip_bad=skip_bad, progress=progress)
-    codes = predictor.encode(x)
     labels = None if y is None else [classes[int(i)] if classes else str(int(i)) for i in y.tolist()]
-    return Encoded(codes, list(ids), ID_NAMES.get(transform.get("kind"), "row"), labels)
+    return RunInputs(x, list(ids), ID_NAMES.get(transform.get("kind"), "row"), labels)
+
+
+def encode_inputs(predictor: Predictor, path=None, *, skip_bad: bool = False, progress: bool = True) -> Encoded:
+    """The codes of ``path`` (or of the run's test set) read as :func:`run_inputs` reads them."""
+    inputs = run_inputs(predictor, path, skip_bad=skip_bad, progress=progress)
+    return Encoded(predictor.encode(inputs.x), inputs.ids, inputs.id_name, inputs.labels)
 
 
 CODE_FORMATS = (".npy", ".csv", ".parquet")
@@ -543,7 +585,7 @@ def _cache(write) -> None:
         logger.warning("not cached: %s", exc)
 
 
-__all__ = ["CODE_FORMATS", "Encoded", "LATENT_STATS", "MAP_METHODS", "PROJECTION", "Predictor", "Projection",
+__all__ = ["CODE_FORMATS", "Encoded", "RunInputs", "run_inputs", "LATENT_STATS", "MAP_METHODS", "PROJECTION", "Predictor", "Projection",
            "encode_inputs", "ensure_latent_files", "run_transform", "write_codes",
            "latent_stats", "project_codes", "read_latent_stats", "read_projection", "encode_test_set", "test_count",
            "write_latent_stats", "write_projection"]

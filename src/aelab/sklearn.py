@@ -1,4 +1,6 @@
-"""aelab's autoencoders as a scikit-learn transformer: codes in a ``Pipeline``, settings in ``GridSearchCV``.
+"""aelab's autoencoders as a scikit-learn transformer (codes in a ``Pipeline``, settings in ``GridSearchCV``) and
+as an outlier detector by PyOD's conventions (:class:`AutoencoderDetector`: ``decision_function`` higher for more
+anomalous rows, ``predict`` 1 for an outlier).
 
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -42,8 +44,10 @@ from .data import from_arrays
 from .data.batches import iterate_batches
 from .device import INFERENCE_BATCH, resolve_device
 from .errors import AelabError
+from .evaluation.anomaly import DEFAULT_CONTAMINATION, AnomalyScorer, check_contamination, check_methods
 from .models.base import eval_mode
-from .registry import build_model
+from .predict import Predictor
+from .registry import build_model, model_class
 from .training.trainer import TrainingInterrupted
 
 try:
@@ -63,7 +67,84 @@ class InvalidInputError(AelabError, ValueError):
     also a ``ValueError``, the type scikit-learn and its users catch."""
 
 
-class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class _Autoencoding:
+    """What the estimators share: checking and scaling ``X``, training the autoencoder on it (``_fit_model``),
+    and running the trained model. Their parameters (``model``, ``latent_dim``, ``epochs``, ...) have the same
+    names and meanings."""
+
+    def _fit_model(self, X, **train_settings):
+        """Train ``model_`` on ``X`` (checked here and returned); ``train_settings`` go to :func:`aelab.train`."""
+        X = self._check_X(X, reset=True)
+        if self.scaling not in SCALINGS:
+            raise InvalidInputError(f"scaling must be one of {', '.join(SCALINGS)}, got {self.scaling!r}")
+        self.input_shape_ = tuple(X.shape[1:])
+        self.scaling_ = _choose_scaling(X, self.scaling)
+        self.mean_, self.scale_ = _standardisation(X) if self.scaling_ == "standard" else (None, None)
+        self.seed_ = _seed(self.random_state)
+        x = self._to_tensor(X)
+        bounded = self.scaling_ == "pixels" or (self.scaling_ == "none" and 0 <= float(x.min()) and float(x.max()) <= 1)
+        kwargs = dict(self.model_settings or {})
+        kwargs.update(latent_dim=self.latent_dim, output="sigmoid" if bounded else "linear")
+        if self.hidden_dims is not None:
+            kwargs["hidden_dims"] = list(self.hidden_dims)
+        loss = self.loss if self.loss is not None else (None if bounded else "mse")
+        if loss is not None:
+            kwargs["loss"] = loss
+        data = from_arrays(x, x_test=x[:MONITOR_ROWS], name="arrays")
+        try:
+            run = self._train(data, kwargs, **train_settings)
+        except TrainingInterrupted as exc:  # Ctrl-C: nothing to resume (the run folder is gone)
+            raise KeyboardInterrupt(f"{type(self).__name__}.fit interrupted") from exc
+        except AelabError as exc:  # bad settings: aelab's one-line message, as the ValueError sklearn expects
+            raise _invalid(exc) from None
+        self.model_ = run.model.cpu().eval()
+        self.history_ = list(run.history)
+        self.loss_curve_ = [r["train_loss"] for r in self.history_]
+        return X
+
+    def _train(self, data, model_kwargs: dict, **train_settings):
+        """Build the model and train it with :func:`aelab.train` into a temporary run folder, seeded by ``seed_``,
+        inside a fork of torch's random state (the caller's stream is left as it was)."""
+        device = resolve_device(self.device)
+        forked = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=forked):
+            torch.manual_seed(self.seed_)
+            model = build_model(self.model, _model_shape(self.input_shape_), **model_kwargs)
+            with tempfile.TemporaryDirectory(prefix="aelab-sklearn-") as tmp:
+                return train(model, data, out=Path(tmp) / "run", epochs=self.epochs, batch_size=self.batch_size,
+                             lr=self.lr, weight_decay=self.weight_decay, seed=self.seed_, device=self.device,
+                             report=False, progress=bool(self.verbose), log=logger.info if self.verbose else None,
+                             **train_settings)
+
+    def _check_X(self, X, reset: bool):
+        X = validate_data(self, X, reset=reset, allow_nd=True, dtype=(np.float64, np.float32, np.uint8))
+        if X.ndim > 4:
+            raise InvalidInputError(f"X has {X.ndim} dimensions; give rows of features (N, D) or images "
+                                    f"(N, H, W) or (N, C, H, W)")
+        shape = tuple(X.shape[1:])
+        if not reset and shape != self.input_shape_ and not (
+                self.scaling_ == "run" and _model_shape(shape) == self.input_shape_):
+            raise InvalidInputError(f"X has samples of shape {shape} but {type(self).__name__} was "
+                                    f"fitted on {self.input_shape_}; give data shaped as in fit")
+        return X
+
+    def _to_tensor(self, X, dtype=torch.float32) -> torch.Tensor:
+        """X as the model reads it: uint8 pixels stay uint8 (the data side divides them by 255), other values
+        become ``dtype``, standardised when ``fit`` chose to; images get their channel axis."""
+        if self.scaling_ == "pixels" or (self.scaling_ == "run" and X.dtype == np.uint8):
+            x = torch.from_numpy(np.array(X, dtype=np.uint8))  # a writable copy (X may be a read-only memmap)
+        elif self.scaling_ == "standard":
+            x = torch.from_numpy((X - self.mean_) / self.scale_).to(dtype)
+        else:
+            x = torch.from_numpy(np.array(X, dtype=np.float64 if dtype == torch.float64 else np.float32))
+        return x.reshape(len(x), *_model_shape(self.input_shape_))
+
+    def _on_device(self, dtype=torch.float32):
+        return _ModelForInference(self.model_, resolve_device(self.device), dtype)
+
+
+class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Autoencoding, BaseEstimator):
     """An aelab autoencoder trained without labels; ``transform`` gives its codes.
 
     Parameters
@@ -152,52 +233,11 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     # ------------------------------------------------------------------------------------------ fitting
     def fit(self, X, y=None):
         """Train the autoencoder on ``X`` (``y`` is ignored: the codes are learned without labels)."""
-        X = self._check_X(X, reset=True)
-        if self.scaling not in SCALINGS:
-            raise InvalidInputError(f"scaling must be one of {', '.join(SCALINGS)}, got {self.scaling!r}")
-        self.input_shape_ = tuple(X.shape[1:])
-        self.scaling_ = _choose_scaling(X, self.scaling)
-        self.mean_, self.scale_ = _standardisation(X) if self.scaling_ == "standard" else (None, None)
-        self.seed_ = _seed(self.random_state)
-        x = self._to_tensor(X)
-        bounded = self.scaling_ == "pixels" or (self.scaling_ == "none" and 0 <= float(x.min()) and float(x.max()) <= 1)
-        kwargs = dict(self.model_settings or {})
-        kwargs.update(latent_dim=self.latent_dim, output="sigmoid" if bounded else "linear")
-        if self.hidden_dims is not None:
-            kwargs["hidden_dims"] = list(self.hidden_dims)
-        loss = self.loss if self.loss is not None else (None if bounded else "mse")
-        if loss is not None:
-            kwargs["loss"] = loss
-        data = from_arrays(x, x_test=x[:MONITOR_ROWS], name="arrays")
-        try:
-            run = self._train(data, kwargs)
-        except TrainingInterrupted as exc:  # Ctrl-C: nothing to resume (the run folder is gone)
-            raise KeyboardInterrupt(f"{type(self).__name__}.fit interrupted") from exc
-        except AelabError as exc:  # bad settings: aelab's one-line message, as the ValueError sklearn expects
-            if isinstance(exc, ValueError):
-                raise
-            raise InvalidInputError(str(exc)) from None
-        self.model_ = run.model.cpu().eval()
-        self.history_ = list(run.history)
-        self.loss_curve_ = [r["train_loss"] for r in self.history_]
+        X = self._fit_model(X)
         self.code_mean_ = self.code_scale_ = None
         if self.standardize_codes:
             self.code_mean_, self.code_scale_ = _standardisation(self._codes(X))
         return self
-
-    def _train(self, data, model_kwargs: dict):
-        """Build the model and train it with :func:`aelab.train` into a temporary run folder, seeded by ``seed_``,
-        inside a fork of torch's random state (the caller's stream is left as it was)."""
-        device = resolve_device(self.device)
-        forked = [device.index if device.index is not None else torch.cuda.current_device()] \
-            if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=forked):
-            torch.manual_seed(self.seed_)
-            model = build_model(self.model, _model_shape(self.input_shape_), **model_kwargs)
-            with tempfile.TemporaryDirectory(prefix="aelab-sklearn-") as tmp:
-                return train(model, data, out=Path(tmp) / "run", epochs=self.epochs, batch_size=self.batch_size,
-                             lr=self.lr, weight_decay=self.weight_decay, seed=self.seed_, device=self.device,
-                             report=False, progress=bool(self.verbose), log=logger.info if self.verbose else None)
 
     # ------------------------------------------------------------------------------------------ using it
     def transform(self, X):
@@ -245,16 +285,6 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return self.model_.latent_dim
 
     # ------------------------------------------------------------------------------------------ helpers
-    def _check_X(self, X, reset: bool):
-        X = validate_data(self, X, reset=reset, allow_nd=True, dtype=(np.float64, np.float32, np.uint8))
-        if X.ndim > 4:
-            raise InvalidInputError(f"X has {X.ndim} dimensions; give rows of features (N, D) or images "
-                                    f"(N, H, W) or (N, C, H, W)")
-        if not reset and tuple(X.shape[1:]) != self.input_shape_:
-            raise InvalidInputError(f"X has samples of shape {tuple(X.shape[1:])} but {type(self).__name__} was "
-                                    f"fitted on {self.input_shape_}; give data shaped as in fit")
-        return X
-
     def _codes(self, X) -> np.ndarray:
         """The model's codes of checked ``X``, computed in float64 for float64 input, else float32."""
         dtype = _compute_dtype(X.dtype)
@@ -263,20 +293,6 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             codes = [model.encode(xb.to(device)).flatten(1).cpu() for xb in iterate_batches(x, INFERENCE_BATCH)]
         return torch.cat(codes).numpy()
 
-    def _to_tensor(self, X, dtype=torch.float32) -> torch.Tensor:
-        """X as the model reads it: uint8 pixels stay uint8 (the data side divides them by 255), other values
-        become ``dtype``, standardised when ``fit`` chose to; images get their channel axis."""
-        if self.scaling_ == "pixels":
-            x = torch.from_numpy(np.array(X, dtype=np.uint8))  # a writable copy (X may be a read-only memmap)
-        elif self.scaling_ == "standard":
-            x = torch.from_numpy((X - self.mean_) / self.scale_).to(dtype)
-        else:
-            x = torch.from_numpy(np.array(X, dtype=np.float64 if dtype == torch.float64 else np.float32))
-        return x.reshape(len(x), *_model_shape(self.input_shape_))
-
-    def _on_device(self, dtype=torch.float32):
-        return _ModelForInference(self.model_, resolve_device(self.device), dtype)
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
@@ -284,6 +300,141 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     def _more_tags(self):  # scikit-learn < 1.6
         return {"preserves_dtype": ["float64", "float32"]}
+
+
+class AutoencoderDetector(_Autoencoding, BaseEstimator):
+    """An outlier detector by PyOD's conventions: an aelab autoencoder trained on ``X`` (mostly normal rows),
+    and an anomaly score of :mod:`aelab.evaluation.anomaly` (the same :class:`AnomalyScorer` as ``aelab score``
+    and ``Predictor.score``).
+
+    ``decision_function(X)`` gives each row's score, higher = more anomalous; ``predict(X)`` is 1 for a row
+    scoring above ``threshold_``, the (1 - ``contamination``) quantile of the training rows' scores, else 0. (Not
+    scikit-learn's outlier convention of -1/+1 and higher = more normal: PyOD's, as its detectors are used.)
+    ``AutoencoderDetector.from_run(RUN)`` makes a fitted detector of a trained run folder.
+
+    Parameters
+    ----------
+    model, latent_dim, hidden_dims, epochs, batch_size, lr, weight_decay, loss, scaling, model_settings, device,
+    random_state, verbose
+        As in :class:`AutoencoderTransformer`: the autoencoder, its training, and how ``X`` is scaled.
+    method : str or None, default=None
+        The anomaly score (a name of ``aelab.evaluation.anomaly.SCORES``): "recon" (reconstruction error),
+        "knn" or "mahalanobis" (on the codes), "elbo" or "iwae" (the VAEs). None: aelab's default.
+    contamination : float, default=0.05
+        The share of training rows flagged, in (0, 0.5]: it sets ``threshold_`` (PyOD's default is 0.1; aelab's
+        ``aelab score --contamination`` default is 0.05).
+    noise : str or None, default=None
+        Train a denoising autoencoder: ``"gaussian:SIGMA"``, ``"masking:P"`` or ``"salt-pepper:P"`` (``aelab train
+        --noise``).
+
+    Attributes
+    ----------
+    model_ : aelab.models.Autoencoder
+        The trained model (on the CPU, in eval mode).
+    scorer_ : aelab.evaluation.anomaly.AnomalyScorer
+        The scores, fitted on the training rows (their codes for knn and mahalanobis).
+    method_ : str
+        The score used (``method`` resolved).
+    decision_scores_ : ndarray of shape (n_samples,)
+        The training rows' scores (a row's knn score leaves the row itself out).
+    threshold_ : float
+        The score above which a row is an outlier.
+    labels_ : ndarray of shape (n_samples,)
+        0/1 for the training rows: ``decision_scores_ > threshold_``.
+    n_features_in_, feature_names_in_, input_shape_, scaling_, mean_, scale_, seed_, history_, loss_curve_
+        As in :class:`AutoencoderTransformer`.
+    """
+
+    def __init__(self, model="dense", latent_dim=32, hidden_dims=None, epochs=20, batch_size=128, lr=1e-3,
+                 weight_decay=0.0, loss=None, scaling="auto", method=None, contamination=DEFAULT_CONTAMINATION,
+                 noise=None, model_settings=None, device="auto", random_state=None, verbose=False):
+        self.model = model
+        self.latent_dim = latent_dim
+        self.hidden_dims = hidden_dims
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.loss = loss
+        self.scaling = scaling
+        self.method = method
+        self.contamination = contamination
+        self.noise = noise
+        self.model_settings = model_settings
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X, y=None):
+        """Train the autoencoder on ``X`` (``y`` is ignored) and fit the score and the threshold to its rows."""
+        try:  # the settings first: a bad one fails before any training
+            check_contamination(self.contamination)
+            if self.method is not None:
+                check_methods(model_class(self.model), [self.method])
+        except AelabError as exc:
+            raise _invalid(exc) from None
+        if hasattr(X, "__len__") and len(X) < 2:  # a threshold is a quantile of the training rows' scores
+            raise InvalidInputError(f"{type(self).__name__} needs at least 2 samples to fit, got {len(X)} sample")
+        X = self._fit_model(X, **({"noise": self.noise} if self.noise is not None else {}))
+        with self._on_device():
+            self.scorer_ = AnomalyScorer.fit(self.model_, self._to_tensor(X), seed=self.seed_,
+                                             methods=None if self.method is None else [self.method])
+        return self._fit_threshold()
+
+    @classmethod
+    def from_run(cls, run_dir, method=None, contamination=DEFAULT_CONTAMINATION, device="auto"):
+        """A fitted detector of an aelab run folder: its model, and the scorer ``aelab score`` uses (fitted on the
+        run's training rows). ``decision_function`` then takes rows as the run's model reads them (uint8 images
+        or floats in [0, 1], (N, H, W) or (N, C, H, W); a table's rows after the run's transform) and gives the
+        scores ``aelab score`` writes; ``fit`` would train a new model with the run's settings."""
+        predictor = Predictor.from_run(run_dir, device="cpu")
+        cfg, model = predictor.run.config, predictor.model
+        named = ("latent_dim", "hidden_dims", "loss", "output")  # parameters of their own, or chosen by fit
+        settings = {k: v for k, v in model.settings.to_dict().items() if k not in named}
+        detector = cls(model=cfg.model, latent_dim=model.latent_dim, hidden_dims=cfg.hidden_dims, epochs=cfg.epochs,
+                       batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, loss=cfg.loss,
+                       method=method, contamination=contamination, noise=cfg.noise, model_settings=settings,
+                       device=device, random_state=cfg.seed)
+        detector.model_, detector.scorer_ = model.cpu().eval(), predictor.scorer
+        detector.input_shape_, detector.scaling_ = tuple(model.input_shape), "run"
+        detector.mean_ = detector.scale_ = None
+        detector.seed_, detector.history_ = cfg.seed, list(predictor.run.history)
+        detector.loss_curve_ = [r["train_loss"] for r in detector.history_]
+        return detector._fit_threshold()
+
+    def _fit_threshold(self):
+        """``method_``, the training rows' scores, the threshold and their labels, as PyOD's detectors set them."""
+        self.method_ = self.method or self.scorer_.default
+        try:
+            check_methods(self.model_, [self.method_])
+            with self._on_device():
+                self.decision_scores_ = self.scorer_.training_scores(self.method_)
+            self.threshold_ = self.scorer_.threshold(self.method_, self.contamination)
+        except AelabError as exc:
+            raise _invalid(exc) from None
+        self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
+        return self
+
+    def decision_function(self, X):
+        """The anomaly score of each row of ``X``: (n_samples,) float64, higher = more anomalous (computed in
+        float32, as the model was trained)."""
+        check_is_fitted(self)
+        X = self._check_X(X, reset=False)
+        with self._on_device():  # the scorer holds the same model: on the device for the call
+            return np.asarray(self.scorer_.score(self._to_tensor(X), self.method_), dtype=np.float64)
+
+    def predict(self, X):
+        """1 for the rows of ``X`` scoring above ``threshold_`` (outliers), 0 for the others: (n_samples,) int."""
+        return (self.decision_function(X) > self.threshold_).astype(int)
+
+    def fit_predict(self, X, y=None):
+        """``fit(X)`` then the training rows' ``labels_``."""
+        return self.fit(X, y).labels_
+
+
+def _invalid(exc: AelabError) -> ValueError:
+    """aelab's one-line error as the ValueError scikit-learn and its users catch."""
+    return exc if isinstance(exc, ValueError) else InvalidInputError(str(exc))
 
 
 class _ModelForInference:
@@ -343,4 +494,4 @@ def _out_dtype(dtype) -> type:
     return np.float32 if dtype == np.float32 else np.float64
 
 
-__all__ = ["AutoencoderTransformer", "InvalidInputError"]
+__all__ = ["AutoencoderDetector", "AutoencoderTransformer", "InvalidInputError"]

@@ -20,6 +20,7 @@ def _samples(value: str | None) -> int | None:
 
 def format_evaluation(result: dict) -> str:
     """The short table ``aelab evaluate`` prints: one metric a line, with its unit."""
+    from ..evaluation.anomaly import anomaly_lines
     from ..evaluation.compare import flat_metrics, fmt, pair_keys
     from ..evaluation.specs import METRIC_KEYS, metric_unit
     from ..runfolder import EVALUATION
@@ -33,6 +34,8 @@ def format_evaluation(result: dict) -> str:
     flat = flat_metrics(result)  # multimodal runs: one line per modality pair and measure
     for key in pair_keys([result]):
         lines.append(f"  {key:<34} {fmt(flat[key]):>9}  {metric_unit(key.split('/')[0], result)}")
+    if "anomaly" in result:  # a run trained on its normal classes: each score's AUROC and average precision
+        lines += anomaly_lines(result["anomaly"])
     lines += [f"  note: {n}" for n in result.get("notes", [])]
     if result.get("run"):
         lines.append(f"wrote {Path(result['run']) / EVALUATION}")

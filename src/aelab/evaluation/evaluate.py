@@ -7,7 +7,8 @@ Codes are ``model.codes(x)``, the code the decoder receives (posterior mean for 
 grey-level images. ``neg_elbo`` and ``iwae_nll`` use dynamically binarized test images (one seeded
 Bernoulli draw per pixel, the same draw for both) when the run was trained on binarized images,
 the grey-level images otherwise. Extra keys: ``active_threshold``, ``firing_rates`` (one per unit),
-``probe_train_samples``/``probe_train_total``, ``binarized``, ``test_samples``, ``seconds``, ``notes``.
+``probe_train_samples``/``probe_train_total``, ``binarized``, ``test_samples``, ``seconds``, ``notes``, and
+``noise`` (the corruption behind ``denoising_mse``, for a run trained with ``--noise``).
 """
 from __future__ import annotations
 
@@ -19,12 +20,14 @@ import torch
 
 from ..data.batches import as_float, iterate_batches
 from ..data.datasets import Dataset
+from ..data.noise import Noise, corrupt, noise_for
 from ..device import INFERENCE_BATCH, resolve_device
 from ..errors import AelabError
 from ..io import atomic_write_text
 from ..models.base import MULTIMODAL, eval_mode, has, model_device
 from ..runfolder import CHECKPOINT, EVALUATION, MODEL, load_run_data, open_run
 from . import likelihood
+from .anomaly import evaluate_anomaly
 from .multimodal import evaluate_multimodal
 from .metrics import ACTIVE_THRESHOLD, bce_per_image, mse_per_pixel, sparsity_summary
 from .probes import MAX_TRAIN, probe_accuracies, stratified_subset
@@ -34,12 +37,13 @@ DEFAULT_IWAE_SAMPLES = 100  # a few seconds on mnist5k on a CPU; the benchmarks 
 
 
 def evaluate_model(model, data: Dataset, *, binarize: bool = False, iwae_samples: int | None = None,
-                   seed: int = 0, progress: bool = True) -> dict:
+                   seed: int = 0, progress: bool = True, noise: str | None = None) -> dict:
     """Every metric of ``model`` on ``data``'s test set (codes of the train set feed the probes).
 
     ``binarize``: score the likelihood bounds on dynamically binarized test images (as the model was
     trained). ``iwae_samples``: K for the IWAE bound (None: 100; 0: skip it). ``seed`` fixes the
-    binarization, the posterior samples and the probes' train subset. Runs on the model's device.
+    binarization, the posterior samples and the probes' train subset. ``noise`` (a denoising run's
+    ``--noise``, e.g. "gaussian:0.5"): also ``denoising_mse`` and ``noisy_input_mse``. Runs on the model's device.
     Returns a dict whose keys are described in this module's docstring.
     """
     t0 = time.perf_counter()
@@ -51,7 +55,11 @@ def evaluate_model(model, data: Dataset, *, binarize: bool = False, iwae_samples
     if binarize and not data.bounded:
         raise AelabError(f"binarize needs data in [0, 1] but {data.name} is not; evaluate without binarizing")
     with eval_mode(model):
-        return _evaluate(model, data, device, binarize, k, seed, progress, t0)
+        result = _evaluate(model, data, device, binarize, k, seed, progress, t0)
+        if noise:  # a denoising autoencoder: how much of the noise it removes
+            result.update(denoising_errors(model, data.x_test.to(device), noise_for(noise, data.bounded), seed))
+            result["seconds"] = time.perf_counter() - t0
+        return result
 
 
 def _evaluate(model, data: Dataset, device, binarize: bool, k: int, seed: int, progress: bool, t0: float) -> dict:
@@ -113,6 +121,22 @@ def _evaluate(model, data: Dataset, device, binarize: bool, k: int, seed: int, p
     return result
 
 
+def denoising_errors(model, x: torch.Tensor, noise: Noise, seed: int = 0) -> dict:
+    """How well a denoising autoencoder cleans ``x`` (N, ...) (uint8 or float rows) corrupted by ``noise``, one
+    seeded copy (a CPU generator: the same copy on every device): ``denoising_mse``, the clean rows against the
+    reconstructions of the corrupted copy, and ``noisy_input_mse``, the corrupted copy against the clean rows
+    (what returning the input unchanged would score); both per value, as ``test_mse``. Also ``noise``."""
+    generator = torch.Generator().manual_seed(seed)
+    sums = torch.zeros(2, dtype=torch.float64, device=x.device)
+    with eval_mode(model), torch.inference_mode():
+        for xb in iterate_batches(x, INFERENCE_BATCH):
+            noisy = corrupt(xb, noise, generator)
+            sums += torch.stack([mse_per_pixel(model.reconstruct(noisy), xb).double().sum(),
+                                 mse_per_pixel(noisy, xb).double().sum()])
+    denoised, noisy = (sums / len(x)).tolist()
+    return {"denoising_mse": denoised, "noisy_input_mse": noisy, "noise": str(noise)}
+
+
 def encode_all(model, x: torch.Tensor, batch_size: int = INFERENCE_BATCH) -> torch.Tensor:
     """``model.codes`` of every sample of ``x`` (B, ...) in large batches, no gradients: (B, D) float32."""
     with torch.inference_mode():
@@ -138,7 +162,9 @@ def evaluate_run(run_dir, *, iwae_samples: int | None = None, data: Dataset | No
         result.update(evaluate_multimodal(model, data, seed=cfg.seed))
     else:
         result.update(evaluate_model(model, data, binarize=cfg.binarize, iwae_samples=iwae_samples, seed=cfg.seed,
-                                     progress=progress))
+                                     progress=progress, noise=cfg.noise))
+        if cfg.normal_classes:  # trained on normal classes alone: how well each score finds the other classes
+            result["anomaly"] = evaluate_anomaly(model, data, cfg.normal_classes, seed=cfg.seed)
     atomic_write_text(Path(run_dir) / EVALUATION, json.dumps(result, indent=2) + "\n")
     return result
 

@@ -17,6 +17,7 @@ class MetricSpec:
     better: str = ""  # "lower", "higher", or "" (a count or a setting, neither)
     applies_to: str = "every model"  # which runs have it
     pairs: bool = False  # a mapping per ordered modality pair ("image->audio": ...) rather than one number
+    nested: bool = False  # a mapping of its own shape, shown in its own table (anomaly: one entry per score)
 
 
 METRICS: tuple[MetricSpec, ...] = (
@@ -40,6 +41,16 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("hoyer", "0 dense .. 1 one unit",
                "Hoyer sparsity of the codes, (sqrt(n) - L1/L2) / (sqrt(n) - 1): 0 all units equal, 1 a single "
                "active unit"),
+    MetricSpec("denoising_mse", "per pixel",
+               "mean squared error per pixel between the clean test images and the reconstructions of a seeded "
+               "corrupted copy (the run's --noise)", "lower", "runs trained with --noise"),
+    MetricSpec("noisy_input_mse", "per pixel",
+               "mean squared error per pixel between that corrupted copy and the clean test images: what "
+               "denoising_mse is measured against", "", "runs trained with --noise"),
+    MetricSpec("anomaly", "AUROC and average precision per score",
+               "one-class anomaly detection: each anomaly score (recon, elbo, iwae, knn, mahalanobis) of the whole "
+               "test set, the classes not trained on being the anomalies; and the run's default score", "higher",
+               "runs trained with --normal-classes", nested=True),
     MetricSpec("retrieval", "recall@1, @5, @10, mAP",
                "cross-modal retrieval: each test item of modality a queries the test items of b, ranked by distance "
                "in the shared code; a hit is the same digit", "higher", "multimodal models", pairs=True),
@@ -53,7 +64,9 @@ METRICS: tuple[MetricSpec, ...] = (
 )
 SPECS = {spec.key: spec for spec in METRICS}
 # The scalar metrics of single-modality runs, in table order (what `aelab compare` lists row by row).
-METRIC_KEYS = tuple(spec.key for spec in METRICS if not spec.pairs)
+METRIC_KEYS = tuple(spec.key for spec in METRICS if not spec.pairs and not spec.nested)
+# the scalar metrics written only for runs trained with --noise (absent from every other run)
+NOISE_KEYS = tuple(spec.key for spec in METRICS if spec.applies_to == "runs trained with --noise")
 
 
 def spec_for(key: str) -> MetricSpec:

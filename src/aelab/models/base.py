@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..data.anomaly import apply_normal_classes
 from ..data.datasets import load_dataset
 from ..errors import AelabError, closest
 from ..losses import reconstruction_loss, to_output
@@ -145,6 +146,8 @@ class BaseAutoencoder(nn.Module):
     nothing else (a user's model registered with ``aelab.register_model`` follows it too).
 
     - ``forward(batch)``: a batch ``{modality: tensor}`` -> :class:`AEOutput` (``loss``, named ``terms``, ``z``).
+      The one-modality families also take ``forward(noisy, target=clean)``: the loss scores the reconstruction
+      of ``noisy`` against ``clean`` (a denoising autoencoder's step, ``--noise``).
     - ``encode(x)``: the code the decoder receives, a tensor (B, latent_dim), for ``x`` a batch mapping (a
       multimodal model: any non-empty subset of its modalities) or a tensor of the main modality.
     - ``decode(z, modality=None)``: codes (B, latent_dim) -> that modality's output (default: the main one);
@@ -175,7 +178,8 @@ class BaseAutoencoder(nn.Module):
     def load_data(cls, cfg):
         """The :class:`~aelab.data.Dataset` a run of this family trains and is evaluated on, from its config
         alone (``cfg.dataset``, ``cfg.data_dir``, ...): deterministic, so evaluation sees the rows training had."""
-        return load_dataset(cfg.dataset, cfg.data_dir, **cfg.data_options())
+        data = load_dataset(cfg.dataset, cfg.data_dir, **cfg.data_options())
+        return apply_normal_classes(data, cfg.normal_classes)  # --normal-classes: those classes' train rows alone
 
     @classmethod
     def settle_config(cls, values: dict) -> dict:
@@ -360,11 +364,16 @@ class Autoencoder(BaseAutoencoder):
         """The named output of this model's forward pass."""
         return AEOutput(loss=loss, z=z, terms=terms, logits=logits, output=self.output, modality=self.modality)
 
-    def forward(self, x) -> AEOutput:
+    def target_of(self, x: torch.Tensor, target) -> torch.Tensor:
+        """What the reconstruction is scored against: the clean ``target`` (a batch mapping or a tensor) of a
+        denoising step, or the input ``x`` itself when there is none."""
+        return x if target is None else self.check_input(target)
+
+    def forward(self, x, target=None) -> AEOutput:
         x = self.check_input(x)
         z = self._encode(x)
         logits = self.decode_logits(z)
-        rec = self.recon_term(logits, x)
+        rec = self.recon_term(logits, self.target_of(x, target))
         return self.output_of(rec, z, {"recon": rec}, logits)
 
 

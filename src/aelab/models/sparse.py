@@ -141,11 +141,12 @@ class SparseAE(Autoencoder):
             return l1_penalty(code)
         return code.new_zeros(())
 
-    def forward(self, x) -> AEOutput:
+    def forward(self, x, target=None) -> AEOutput:
         x = self.check_input(x)
         pre = self.pre_activation(x)
         z = self.activate(pre)
         logits = self.decode_logits(z)
+        x = self.target_of(x, target)  # a denoising step's clean batch: both reconstructions are scored against it
         rec = self.recon_term(logits, x)
         sparsity = self.sparsity_term(z)
         loss = rec + self.weight * sparsity

@@ -125,12 +125,12 @@ class VAE(Autoencoder):
         ramp = 1.0 if self.kl_warmup == 0 else min(1.0, epochs_done / self.kl_warmup)
         self.kl_weight = self.beta * ramp
 
-    def forward(self, x) -> AEOutput:
+    def forward(self, x, target=None) -> AEOutput:
         x = self.check_input(x)
         q = self.posterior(x)
         z = q.sample()  # (B, latent), reparameterised
         logits = self.decode_logits(z)
-        nll = -self.log_likelihood(logits, x)  # (B,)
+        nll = -self.log_likelihood(logits, self.target_of(x, target))  # (B,); target: the clean batch (denoising)
         kl = q.kl()  # (B,)
         weight = self.kl_weight if self.training else self.beta
         loss = (nll + weight * kl).mean()

@@ -85,6 +85,8 @@ _FIXED = [  # (flag, RunConfig field, what a change would do)
     ("--warmup-epochs", "warmup_epochs", "the warm-up ramp would change its slope at the resume"),
     ("--val-fraction", "validation_fraction", "it decides which training rows are trained on and which are "
                                               "held out (--patience alone holds out 0.1)"),
+    ("--noise", "noise", "the training task (what the input is corrupted with) would change at the resume"),
+    ("--normal-classes", "normal_classes", "the rows trained on would change at the resume"),
 ]
 
 

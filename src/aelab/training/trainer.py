@@ -12,6 +12,7 @@ the progress bar reads the loss at most twice a second).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ from ..config import RunConfig
 from ..device import INFERENCE_BATCH, resolve_device
 from ..data.batches import batch_rows, binarize as binarize_batch, iterate_inputs, slice_inputs
 from ..data.dataset import Dataset
+from ..data.noise import corrupt_batch, noise_for
 from ..errors import AelabError, first_line
 from ..models.base import eval_mode
 from ..io import atomic_torch_save, atomic_write_text, load_latest_checkpoint
@@ -200,6 +202,11 @@ class Trainer:
             self.data, self.val = self.data.split_validation(cfg.validation_fraction, cfg.seed)
         # {modality: rows} from memory or a memory-mapped file; the data side turns uint8 into floats and binarizes
         self.batches = self.data.batch_source(binarize=cfg.binarize)
+        # --noise (a denoising autoencoder): every batch's input corrupted afresh on the device, from the training
+        # stream, the loss scored against the clean batch; None keeps the plain step
+        self.noise = noise_for(cfg.noise, data.bounded) if cfg.noise else None
+        if self.noise is not None:
+            check_takes_target(model)
         self.batch_size = distributed.check_batch_size(cfg.batch_size, world_size)  # this rank's share
         self.optimizer = make_adam(self.model.parameters(), cfg.lr, cfg.weight_decay)
         self.step_model = torch.compile(self.model) if cfg.compile else self.model
@@ -436,7 +443,10 @@ class Trainer:
         if self._model_progress is not None:
             self._model_progress(epochs_done)
         with self.autocast():
-            out = self.step_model(xb)
+            if self.noise is None:
+                out = self.step_model(xb)
+            else:  # a denoising step: the model reads a corrupted copy and is scored against xb
+                out = self.step_model(corrupt_batch(xb, self.noise), target=xb)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         if self.cfg.grad_clip:
@@ -493,7 +503,8 @@ class Trainer:
         spread = self.world_size > 1 and batch_rows(x) >= self.world_size
         part = slice_inputs(x, slice(self.rank, None, self.world_size)) if spread else x
         with fixed_rng(self.device, self.cfg.seed):
-            means = mean_losses(self.eval_model, part, binarize=self.cfg.binarize, autocast=self.autocast)
+            means = mean_losses(self.eval_model, part, binarize=self.cfg.binarize, autocast=self.autocast,
+                                noise=self.noise)
         if not spread:
             return means
         rows = batch_rows(part)
@@ -505,6 +516,14 @@ def _prefixed(split: str, means: dict) -> dict:
     return {f"{split}_{k}": v for k, v in means.items()}
 
 
+def check_takes_target(model) -> None:
+    """A denoising run (``--noise``) calls ``model(noisy, target=clean)``: refuse, in one line, a model whose
+    forward has no ``target`` argument (a user's model that has not opted in)."""
+    if "target" not in inspect.signature(model.forward).parameters:
+        raise AelabError(f"--noise needs a model whose forward takes target= (the clean batch the loss scores the "
+                         f"reconstruction against); {type(model).__name__}.forward does not: add it, or drop --noise")
+
+
 def first_nonfinite(losses: torch.Tensor, offset: int, previous: torch.Tensor) -> torch.Tensor:
     """``previous`` if it already names a step (>= 0), else the index (plus ``offset``) of the first
     non-finite value in ``losses``, else -1; on the device, no host read."""
@@ -514,10 +533,12 @@ def first_nonfinite(losses: torch.Tensor, offset: int, previous: torch.Tensor) -
 
 
 def mean_losses(model, x, batch_size: int = INFERENCE_BATCH, binarize: bool = False,
-                autocast=contextlib.nullcontext) -> dict:
+                autocast=contextlib.nullcontext, noise=None) -> dict:
     """Per-sample means of ``loss`` and every named term over ``x`` (a tensor of one modality's rows, named
     as the model reads it, or a mapping ``{modality: rows}``), in large batches, no gradients, the forward
-    pass inside ``autocast()`` (the trainer passes its training precision's)."""
+    pass inside ``autocast()`` (the trainer passes its training precision's). With ``noise`` (a
+    :class:`~aelab.data.noise.Noise`) the model reads corrupted rows and is scored against the clean ones (the
+    denoising loss it trains on)."""
     if not isinstance(x, dict):
         x = {getattr(model, "modality", "image"): x}
     sums: dict = {}
@@ -525,7 +546,7 @@ def mean_losses(model, x, batch_size: int = INFERENCE_BATCH, binarize: bool = Fa
         for xb in iterate_inputs(x, batch_size):
             if binarize:
                 xb = binarize_batch(xb)
-            out = model(xb)
+            out = model(xb) if noise is None else model(corrupt_batch(xb, noise), target=xb)
             n = batch_rows(xb)
             sums["loss"] = sums.get("loss", 0) + out.loss.double() * n
             for k, v in out.terms.items():

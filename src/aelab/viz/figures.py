@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ..data.noise import Noise, corrupt  # noqa: E402
 from ..models.base import eval_mode, model_device  # noqa: E402
 
 DPI = 100
@@ -107,6 +108,16 @@ def plot_reconstructions(model, x: torch.Tensor, path: str | Path, n: int = 10) 
     """A row of test images ``x`` (N, C, H, W) in [0, 1] above their reconstructions (the first ``n``)."""
     x = x[:n]
     fig = image_grid([as_images(x), as_images(_reconstruct(model, x))], ["input", "reconstruction"])
+    return _save(fig, path)
+
+
+def plot_denoising(model, x: torch.Tensor, noise: Noise, path: str | Path, seed: int = 0, n: int = 10) -> Path:
+    """A denoising autoencoder at work on test images ``x`` (N, C, H, W) in [0, 1] (the first ``n``): a copy
+    corrupted by ``noise`` (seeded), the model's reconstruction of it, and the clean images, one row each."""
+    x = x[:n]
+    noisy = corrupt(x, noise, torch.Generator().manual_seed(seed))
+    fig = image_grid([as_images(noisy), as_images(_reconstruct(model, noisy)), as_images(x)],
+                     [f"noisy\n{noise}", "denoised", "clean"])
     return _save(fig, path)
 
 

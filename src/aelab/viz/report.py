@@ -23,6 +23,7 @@ from ..models.base import MULTIMODAL, has
 from ..runfolder import Run, load_run_data, open_run
 from ..version import __version__
 from ..evaluation import METRIC_KEYS, ensure_evaluation
+from ..evaluation.anomaly import anomaly_rows
 from ..evaluation.compare import fmt
 from ..evaluation.specs import METRICS, SPECS, metric_unit
 from .figures import plot_metric_bars, plot_reconstruction_comparison
@@ -158,8 +159,15 @@ class ReportPages:
 
 
 def _one_modality_metrics(evaluation: dict) -> str:
-    return _table(["metric", "value", "unit", "better", "what it measures"], metric_rows(evaluation),
+    html = _table(["metric", "value", "unit", "better", "what it measures"], metric_rows(evaluation),
                   numeric_from=None)
+    if evaluation.get("anomaly", {}).get("scores"):  # a run trained on its normal classes
+        anomaly = evaluation["anomaly"]
+        html += (f"<h3>Anomaly scores: normal classes {_e(', '.join(map(str, anomaly['normal_classes'])))}, "
+                 f"{anomaly['test_normal']:,} normal and {anomaly['test_anomalous']:,} anomalous test items</h3>"
+                 + _table(["score", "AUROC", "average precision", "what it measures"], anomaly_rows(anomaly),
+                          numeric_from=None))
+    return html
 
 
 ONE_MODALITY = ReportPages(write_run_figures, figure_paths, lambda run, data: f"{_e(run.config.model)} autoencoder",

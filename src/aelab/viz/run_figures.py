@@ -12,9 +12,11 @@ from pathlib import Path
 import torch
 
 from ..data.batches import as_float
+from ..data.noise import noise_for
 from ..evaluation import encode_all, firing_rates
 from ..models.base import model_device
-from .figures import plot_feature_reconstructions, plot_loss_curves, plot_reconstructions
+from .figures import plot_denoising, plot_feature_reconstructions, plot_loss_curves, plot_reconstructions
+from .anomaly import write_anomaly_figures
 from .generative import is_generative, plot_interpolations, plot_manifold, plot_samples
 from .latent import DEFAULT_POINTS, plot_latent_map
 from .units import (decoder_starts_linear, plot_code_heatmap, plot_code_histogram, plot_firing_rates,
@@ -27,9 +29,22 @@ FIGURES = [
      "model generalises; test rising while train falls: it is overfitting."),
     ("reconstructions.png", "Reconstructions",
      "Test images (top) and what the model makes of them after squeezing each through its code (bottom)."),
+    ("denoising.png", "Denoising",
+     "A denoising autoencoder (trained with --noise) at work: test images corrupted by the run's noise (top), what "
+     "the model makes of them (middle), and the clean images it never saw (bottom)."),
     ("feature_reconstructions.png", "Reconstructions",
      "Test rows: each feature (bar) and what the model makes of it after squeezing the row through its code "
      "(dot). Dots on the bars' tops: the code keeps what the row says."),
+    ("anomaly_roc.png", "Is this sample unusual? ROC curves",
+     "The run was trained on its normal classes alone; every test item is scored, the other classes being the "
+     "anomalies. One curve per anomaly score: the share of anomalies found (up) against the share of normal items "
+     "flagged (right) as the threshold falls. AUROC 1: every anomaly scores above every normal item; 0.5: chance."),
+    ("anomaly_histograms.png", "Anomaly scores of normal and anomalous test items",
+     "Per score, how the normal test items (blue) and the anomalous ones (red) score. Little overlap: the score "
+     "tells them apart; the threshold of aelab score cuts the axis at one value."),
+    ("anomaly_extremes.png", "The most and the least anomalous test images",
+     "By the run's default score: the test images that score highest (top, with their class and score) and "
+     "lowest (bottom). The top row should hold the classes the model never saw."),
     ("latent.png", "The latent space as a map",
      "Test codes projected to two dimensions, coloured by the label the model never saw. Clusters by "
      "digit mean the code separates the classes without labels."),
@@ -104,6 +119,9 @@ def write_run_figures(run, data, *, method: str = "tsne", n_points: int | None =
     pick = class_balanced_indices(y, min(20, len(x)))
     if images:
         add("reconstructions.png", plot_reconstructions, model, as_float(x[pick[:10]]))
+        if run.config.noise:  # a denoising run: noisy / denoised / clean
+            noise = noise_for(run.config.noise, data.bounded)
+            add("denoising.png", plot_denoising, model, as_float(x[pick[:10]]), noise, seed=run.config.seed)
     elif x.dim() == 2:  # flat features (a table): bars of a few rows and their reconstructions
         names = (data.meta.get("transform") or {}).get("columns")
         add("feature_reconstructions.png", plot_feature_reconstructions, model, as_float(x[pick[:4]]), names=names)
@@ -136,6 +154,8 @@ def write_run_figures(run, data, *, method: str = "tsne", n_points: int | None =
     add("code_heatmap.png", plot_code_heatmap, codes[pick], labels=None if y is None else y[pick], classes=classes,
         title=name)
     add("firing_rates.png", plot_firing_rates, rates, title=name)
+    if run.config.normal_classes:  # trained on normal classes alone: how well it tells the others apart
+        written.update(write_anomaly_figures(run, data))
     return written
 
 

@@ -109,7 +109,7 @@ def run_dataset(run_dir: Path, config, cache: dict, audio_data: str | None = Non
     if audio_data is not None and "audio_data" in accepted_fields(config.model):
         config = dataclasses.replace(config, audio_data=str(audio_data))
     key = (model_class(config.model).load_data, name, config.data_dir, config.modalities, config.audio_data,
-           config.seed, repr(config.data_options()))
+           config.seed, repr(config.data_options()), config.normal_classes)
     if key not in cache:
         cache[key] = load_run_data(config)
     return cache[key]
