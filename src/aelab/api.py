@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 import torch
-from threadpoolctl import threadpool_limits
 
 from .config import RunConfig
 from .data import Dataset, load_dataset
 from .data.anomaly import apply_normal_classes
 from .data.batches import iterate_inputs, slice_inputs
 from .io import atomic_write_text
+from .device import cpu_threads
 from .errors import AelabError
 from .evaluation import read_evaluation
 from .evaluation.compare import markdown_table
@@ -200,23 +200,16 @@ def tour(dataset: str = "mnist5k", *, epochs: int | None = None, out: str | Path
     ``epochs`` (default: per model; on a larger dataset scaled to see as many samples) applies to every
     model. ``threads``: CPU threads per operation (torch, BLAS, OpenMP) while the tour runs; the caller's
     settings are restored after. ``log``: a callback for the tour's messages (default: the ``aelab`` logger at INFO; None: silent)."""
-    if threads < 1:
-        raise AelabError(f"--threads must be at least 1, got {threads}")
     # One thread by default: these models are small, and on a 2-core machine where anything else runs,
     # two spinning OpenMP threads per op made the whole tour 4x slower (281 s against 69 s, load average 3).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with threadpool_limits(threads):
-            return _tour(dataset, epochs, out, data_dir, progress, log or (lambda *a: None))
-    finally:
-        torch.set_num_threads(previous)
+    with cpu_threads(threads):
+        return _tour(dataset, epochs, out, data_dir, progress, log or (lambda *a: None))
 
 
 def _tour(dataset, epochs, out, data_dir, progress, say) -> Path:
     if epochs is not None and epochs < 1:
         raise AelabError(f"--epochs must be at least 1, got {epochs}")
-    out = Path(out) if out is not None else _fresh(Path("runs") / f"tour-{dataset}")
+    out = Path(out) if out is not None else fresh_folder(Path("runs") / f"tour-{dataset}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AelabError(f"{out} already exists and is not empty; choose another --out or remove it")
     t0 = time.perf_counter()
@@ -265,7 +258,8 @@ def _tour_summary(run: Run, paired: bool) -> str:
             f"      retrieval recall@1: {recall}\n      done")
 
 
-def _fresh(base: Path) -> Path:
+def fresh_folder(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``, ... : the first that does not exist yet."""
     candidate, n = base, 1
     while candidate.exists():
         n += 1

@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.metrics import roc_curve
-from threadpoolctl import threadpool_limits
 
-from .api import _fresh, train
+from .api import fresh_folder, train
 from .config import DATA_OPTIONS, RunConfig
 from .data import Dataset, load_dataset
 from .data.anomaly import RANGE, class_count, parse_classes
 from .data.batches import as_float
+from .device import cpu_threads
 from .errors import AelabError
 from .evaluation.anomaly import SCORES, AnomalyScorer, anomaly_truth, auroc_ap
 from .io import atomic_write_text
@@ -87,16 +87,11 @@ def one_class(dataset: str = "mnist", classes: str | None = None, out: str | Pat
     recipe = _recipe(model, epochs, score)
     cfg = RunConfig.from_dict({"dataset": dataset, "data_dir": data_dir, "seed": seed, **data_options},
                               source="one-class settings")
-    out = Path(out) if out is not None else _fresh(Path("runs") / f"one-class-{_short(dataset)}")
+    out = Path(out) if out is not None else fresh_folder(Path("runs") / f"one-class-{_short(dataset)}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AelabError(f"{out} already exists and is not empty; choose another --out or remove it")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with threadpool_limits(threads):
-            return _one_class(cfg, classes, out, recipe, progress, log or (lambda *a: None))
-    finally:
-        torch.set_num_threads(previous)
+    with cpu_threads(threads):
+        return _one_class(cfg, classes, out, recipe, progress, log or (lambda *a: None))
 
 
 def _one_class(cfg: RunConfig, classes, out: Path, recipe: dict, progress: bool, say) -> Path:
