@@ -100,10 +100,10 @@ def test_variational_scores_are_the_likelihood_bounds(small_mnist):
 
 def test_a_score_the_model_lacks_or_does_not_exist_is_one_line():
     model = identity_model()
-    assert applicable_scores(model) == ("recon", "knn", "mahalanobis")
+    assert applicable_scores(model) == ("recon", "relative", "knn", "mahalanobis")
     with pytest.raises(AelabError, match="needs a one-modality variational model"):
         AnomalyScorer.fit(model, torch.randn(10, 4), methods=["elbo"])
-    with pytest.raises(AelabError, match="unknown anomaly score 'lof'; choose one of: recon, knn, mahalanobis"):
+    with pytest.raises(AelabError, match="unknown anomaly score 'lof'; choose one of: recon, relative, knn, mahalanobis"):
         AnomalyScorer.fit(model, torch.randn(10, 4), methods="lof")
     scorer = AnomalyScorer.fit(model, torch.randn(10, 4), methods=["recon"])
     with pytest.raises(AelabError, match="fitted for recon, not knn"):
@@ -120,11 +120,12 @@ def test_evaluate_anomaly_scores_the_whole_test_set_against_the_normal_classes()
     out = evaluate_anomaly(identity_model(), data, "near")
     assert out["normal_classes"] == [0] and out["default"] == "recon"
     assert (out["test_normal"], out["test_anomalous"]) == (15, 15)
-    assert out["scores"]["recon"]["auroc"] == 0.5
+    assert out["scores"]["recon"]["auroc"] == out["scores"]["relative"]["auroc"] == 0.5  # zero error, any scale
     assert out["scores"]["knn"] == out["scores"]["mahalanobis"] == {"auroc": 1.0, "average_precision": 1.0}
     assert json.loads(json.dumps(out)) == out  # what evaluation.json holds
     assert [r[:3] for r in anomaly_rows(out)] == [["recon (default)", "0.5000", "0.5000"],
-                                                  ["knn", "1.0000", "1.0000"], ["mahalanobis", "1.0000", "1.0000"]]
+                                                  ["relative", "0.5000", "0.5000"], ["knn", "1.0000", "1.0000"],
+                                                  ["mahalanobis", "1.0000", "1.0000"]]
     assert anomaly_truth(torch.tensor([0, 1, 2]), [0, 2]).tolist() == [False, True, False]
 
 
@@ -195,7 +196,7 @@ def test_a_run_on_normal_classes_trains_on_them_and_evaluates_every_score(run3, 
     assert set(load_run_data(run.config).y_train.tolist()) == {3}  # trained on the 3s alone
     anomaly = json.loads((run3 / "evaluation.json").read_text())["anomaly"]
     assert anomaly["normal_classes"] == [3] and anomaly["default"] == "recon"
-    assert set(anomaly["scores"]) == {"recon", "knn", "mahalanobis"}
+    assert set(anomaly["scores"]) == {"recon", "relative", "knn", "mahalanobis"}
     n3 = int((mnist5k.y_test == 3).sum())
     assert (anomaly["test_normal"], anomaly["test_anomalous"]) == (n3, len(mnist5k.y_test) - n3)
     assert all(0 <= v["auroc"] <= 1 and 0 < v["average_precision"] <= 1 for v in anomaly["scores"].values())

@@ -40,7 +40,7 @@ from .data.anomaly import RANGE, class_count, parse_classes
 from .data.batches import as_float
 from .device import cpu_threads
 from .errors import AelabError
-from .evaluation.anomaly import SCORES, AnomalyScorer, anomaly_truth, auroc_ap
+from .evaluation.anomaly import SCORES, AnomalyScorer, anomaly_truth, auroc_ap, relative_error
 from .io import atomic_write_text
 from .viz.figures import RUN_COLOURS, _save, as_images, plt
 from .viz.report import _e, _figure, _page, _table, _write
@@ -58,10 +58,8 @@ SOURCE = "Ruff et al. 2018, Deep One-Class Classification, ICML, Table 1"
 # The recipe: the model and its settings, the optimisation, and the score (see the module docstring).
 RECIPE = {"model": "dense", "settings": {"latent_dim": 32}, "epochs": 10, "batch_size": 128, "lr": 1e-3,
           "score": "relative"}
-# Scores beyond evaluation.anomaly.SCORES that the protocol offers; "a+b" sums scores standardised by the mean and
-# standard deviation of their training scores.
-EXTRA_SCORES = {"relative": "reconstruction error per unit of input mass: recon x values / sum |x| (for images: "
-                            "the squared error summed over the pixels per unit of ink)"}
+# "a+b" (the protocol's --score) sums scores of evaluation.anomaly.SCORES standardised by the mean and standard
+# deviation of their training scores.
 RESULT, REPORT = "one_class.json", "report.html"
 ROC_FIGURE, EXTREMES_FIGURE = "one_class_roc.png", "one_class_anomalous.png"
 SHOWN = 8  # test images per class in the figure of the most anomalous ones
@@ -154,13 +152,13 @@ def class_names(data: Dataset) -> list[str]:
 # ---------------------------------------------------------------------------------------------- scores
 def class_scores(model, data: Dataset, normal: int, score: str, seed: int = 0) -> np.ndarray:
     """(N,) scores of the whole test set of ``data`` by ``score`` (higher = more anomalous) for ``model`` trained
-    on the class ``normal``: a name of :data:`~aelab.evaluation.anomaly.SCORES` or :data:`EXTRA_SCORES`, or
+    on the class ``normal``: a name of :data:`~aelab.evaluation.anomaly.SCORES`, or
     several joined by "+", each standardised by its training scores' mean and standard deviation and summed."""
     modality = model.main_modality
     train_x = data.inputs("train")[modality][data.y_train == normal]
     test_x = data.inputs("test")[modality]
     parts = score.split("+")
-    base = sorted({"recon" if p in EXTRA_SCORES else p for p in parts}, key=list(SCORES).index)
+    base = sorted(set(parts), key=list(SCORES).index)
     scorer = AnomalyScorer.fit(model, train_x, methods=base, seed=seed)
     if len(parts) == 1:
         return _score(scorer, test_x, parts[0])
@@ -172,22 +170,12 @@ def class_scores(model, data: Dataset, normal: int, score: str, seed: int = 0) -
 
 
 def _score(scorer: AnomalyScorer, x, part: str, training: bool = False) -> np.ndarray:
-    if part == "relative":
-        return relative_error(scorer.training_scores("recon") if training else scorer.score(x, "recon"), x)
     return scorer.training_scores(part) if training else scorer.score(x, part)
-
-
-def relative_error(recon: np.ndarray, x) -> np.ndarray:
-    """The reconstruction error ``recon`` (N,) (per value, as ``AnomalyScorer`` gives it) per unit of the input's
-    mass: ``recon / mean |x|`` per sample of ``x`` (N, ...) (for images in [0, 1]: the squared error summed over
-    the pixels per unit of ink). An input without mass (a blank image) gets its error over 1e-6."""
-    mass = as_float(torch.as_tensor(x)).abs().flatten(1).mean(1).double().cpu().numpy()
-    return np.asarray(recon, dtype=np.float64) / np.maximum(mass, 1e-6)
 
 
 def check_score(score: str) -> str:
     """``score`` if every part of it (joined by "+") is a known score, else an AelabError naming them."""
-    known = [*SCORES, *EXTRA_SCORES]
+    known = list(SCORES)
     for part in str(score).split("+"):
         if part not in known:
             raise AelabError(f"unknown score '{part}'; choose one of {', '.join(known)}, or several joined by '+'")
@@ -317,5 +305,5 @@ def _short(dataset: str) -> str:
     return Path(str(dataset).rstrip("/\\")).stem or "data"
 
 
-__all__ = ["DCAE", "DEEP_SVDD", "EXTRA_SCORES", "RECIPE", "check_score", "class_ids", "class_scores", "one_class",
+__all__ = ["DCAE", "DEEP_SVDD", "RECIPE", "check_score", "class_ids", "class_scores", "one_class",
            "relative_error"]

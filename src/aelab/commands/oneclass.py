@@ -37,7 +37,7 @@ def cmd_one_class(args) -> int:
 
 
 def add_parsers(sub) -> None:
-    from ..oneclass import EXTRA_SCORES, RECIPE
+    from ..oneclass import RECIPE
     from ..evaluation.anomaly import SCORES
 
     p = sub.add_parser("one-class", help="the one-class anomaly protocol: each class normal in turn, AUROC per class",
@@ -72,7 +72,7 @@ def add_parsers(sub) -> None:
                    help=f"another model family than the recipe's, with its defaults (default: {RECIPE['model']})")
     p.add_argument("--epochs", default=None, metavar="N", help=f"epochs per class (default: {RECIPE['epochs']})")
     p.add_argument("--score", default=None, metavar="NAME",
-                   help=f"the anomaly score: {', '.join([*SCORES, *EXTRA_SCORES])}, or several joined by '+' "
+                   help=f"the anomaly score: {', '.join(SCORES)}, or several joined by '+' "
                         f"(summed after standardising each by its training scores) (default: {RECIPE['score']})")
     p.add_argument("--seed", default="0", metavar="N", help="seeds every model (default: 0)")
     p.add_argument("--threads", default="1", metavar="N",

@@ -87,7 +87,7 @@ def add_parsers(sub) -> None:
     s.add_argument("--out", required=True, metavar="FILE", help="where to write the scores: .csv or .parquet "
                                                                "(required; no default)")
     s.add_argument("--method", default=None, metavar="NAME",
-                   help="the score: recon, knn, mahalanobis, and for vae/conv-vae elbo, iwae "
+                   help="the score: recon, relative, knn, mahalanobis, and for vae/conv-vae elbo, iwae "
                         "(default: the run's, recon)")
     limit = s.add_mutually_exclusive_group()
     limit.add_argument("--contamination", default=None, metavar="SHARE",

@@ -36,6 +36,8 @@ DEFAULT_SCORE = "recon"  # the score a run uses unless told otherwise
 SCORES = {  # name -> what it measures (ordered: the reports show them in this order)
     "recon": "reconstruction error: mean squared error per value, or the binary cross-entropy summed per sample "
              "for a model trained with the bce loss (the model's own reconstruction loss)",
+    "relative": "reconstruction error per unit of the input's mass (recon / mean |x|; for images the squared error "
+                "per unit of ink): a thin stroke and a bold one on one scale (the one-class protocol's score)",
     "elbo": "negative ELBO in nats (one posterior sample, KL in closed form): variational models",
     "iwae": f"IWAE estimate of -log p(x) in nats with K = {IWAE_SAMPLES} importance samples: variational models",
     "knn": f"mean Euclidean distance of the code to its {KNN_K} nearest training codes",
@@ -114,6 +116,8 @@ class AnomalyScorer:
         x = as_rows(x, "the inputs")
         if method == "recon":
             return self._batched(x, self._recon)
+        if method == "relative":
+            return relative_error(self._batched(x, self._recon), x)
         if method in LIKELIHOOD_SCORES:
             return self._likelihood(x, method)
         codes = self.codes(x)
@@ -218,6 +222,14 @@ def anomaly_truth(y, normal_ids) -> np.ndarray:
     """(N,) booleans: True where the label ``y`` (N,) is not one of the normal classes ``normal_ids``."""
     y = torch.as_tensor(y).cpu().numpy()
     return ~np.isin(y, np.asarray(list(normal_ids), dtype=y.dtype))
+
+
+def relative_error(recon: np.ndarray, x) -> np.ndarray:
+    """The reconstruction error ``recon`` (N,) per unit of the input's mass: ``recon / mean |x|`` per sample of
+    ``x`` (N, ...) (for images in [0, 1]: the squared error summed over the pixels per unit of ink; the plain error
+    mostly measures how much ink a digit has). An input without mass (a blank image) gets its error over 1e-6."""
+    mass = as_float(torch.as_tensor(x)).abs().flatten(1).mean(1).double().cpu().numpy()
+    return np.asarray(recon, dtype=np.float64) / np.maximum(mass, 1e-6)
 
 
 def check_methods(model, methods) -> tuple[str, ...]:
