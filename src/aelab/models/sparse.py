@@ -26,11 +26,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-try:  # an all-reduce that gradients flow back through (absent where torch has no distributed package)
-    from torch.distributed.nn.functional import all_reduce as differentiable_all_reduce
-except ImportError:
-    differentiable_all_reduce = None
-
 from ..losses import kl_sparsity_penalty, l1_penalty, to_output
 from .base import SPARSE, AEOutput, AESettings, Autoencoder, mlp, require
 
@@ -125,13 +120,16 @@ class SparseAE(Autoencoder):
     # ---------------------------------------------------------------- loss
     def mean_activation(self, code: torch.Tensor) -> torch.Tensor:
         """rho_hat, each unit's mean activation over the batch: (B, latent) -> (latent,). In training under
-        DistributedDataParallel, over the global batch: the ranks' means (of equal shards) averaged by an
-        all-reduce that gradients flow back through, so the KL penalty and its gradient are the full batch's on
-        every rank, not each shard's."""
+        DistributedDataParallel, over the global batch: its value is the ranks' means (of equal shards) averaged by
+        an all-reduce in the forward pass, its gradient this shard's, which DDP's averaging of the gradients turns
+        into the full batch's. No collective runs in the backward pass, where it could meet DDP's own gradient
+        all-reduces in a different order on different ranks (and hang)."""
         rho_hat = code.mean(0)
         world = training_world() if self.training else 1
         if world > 1:
-            rho_hat = differentiable_all_reduce(rho_hat.float()) / world
+            total = rho_hat.detach().float().clone()
+            dist.all_reduce(total)
+            rho_hat = rho_hat + (total / world - rho_hat.detach())
         return rho_hat
 
     def sparsity_term(self, code: torch.Tensor) -> torch.Tensor:
