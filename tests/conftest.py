@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from aelab.cli import main
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("AELAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
@@ -63,3 +65,11 @@ def small_mnist(mnist5k):
     d = mnist5k
     return aelab.Dataset("small", d.x_train[::4].clone(), d.x_test[::5].clone(), d.y_train[::4].clone(),
                          d.y_test[::5].clone(), classes=d.classes)
+
+
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    """``aelab ARGS`` in-process: (exit code, stdout, stderr) of this call alone."""
+    capsys.readouterr()
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -9,6 +9,8 @@ import torch
 
 import aelab
 from aelab.cli import main
+
+from .conftest import run_cli
 from aelab.data import from_arrays
 from aelab.data.anomaly import apply_normal_classes, normal_only, parse_classes
 from aelab.errors import AelabError
@@ -167,11 +169,7 @@ def test_normal_only_keeps_the_training_rows_of_those_classes_and_every_test_row
 
 
 # ---------------------------------------------------------------------------------------------- a run, the CLI
-def _run(args, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(args)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+_run = run_cli  # tests.conftest: aelab ARGS in-process
 
 
 def _one_line_exit_2(code, err, *needles):

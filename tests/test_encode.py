@@ -11,16 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from aelab.cli import main
+from .conftest import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _run(args, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(args)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+_run = run_cli  # tests.conftest: aelab ARGS in-process
 
 
 def _one_line_exit_2(code, err, *needles):
