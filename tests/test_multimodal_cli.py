@@ -94,3 +94,38 @@ def test_a_multimodal_run_end_to_end(tmp_path, capsys):
     assert main(["compare", str(out), "--out", str(tmp_path)]) == 0
     table = (tmp_path / "comparison.md").read_text()
     assert "retrieval/image->text/recall@1" in table and "coherence/text->image" in table
+
+
+def test_the_family_batch_size_shrinks_to_give_a_small_dataset_enough_steps():
+    """Known answers of the small-data default (issue 22): 4 epochs of mnist5k's 4,000 rows at the family's
+    batch 256 are 64 steps (that run sat at chance); at 64 they are 252. Full MNIST keeps the measured 256."""
+    from aelab.api import MIN_STEPS, small_data_batch
+
+    def batch(epochs, rows, model="multimodal", batch_size=256):
+        return small_data_batch(RunConfig(model=model, epochs=epochs, batch_size=batch_size), rows).batch_size
+
+    assert MIN_STEPS == 250
+    assert batch(4, 4000) == 64 and batch(5, 4000) == 64 and batch(20, 4000) == 256
+    assert batch(5, 60_000) == 256
+    assert batch(1, 4000) == 32  # never below 32
+    assert batch(4, 4000, batch_size=128) == 128  # not the family's default: someone chose it
+    assert batch(1, 4000, model="dense", batch_size=128) == 128  # a family without a measured batch size
+
+
+def test_train_applies_the_small_data_batch_unless_one_is_given(tmp_path, mnist5k, monkeypatch):
+    monkeypatch.setattr("aelab.data.multimodal.load_dataset", lambda name, data_dir=None: mnist5k)
+    data = aelab.data.multimodal.load_multimodal("mnist5k", ("image", "text"))
+    small = aelab.Dataset(data.name, {k: v[:256] for k, v in data.x_train.items()}, data.x_test,
+                          data.y_train[:256], data.y_test, data.classes, data.source, data.meta)
+    lines = []
+
+    def model():
+        return aelab.build_model("multimodal", modalities=small.specs(), latent_dim=4, image_channels=[4, 8],
+                                 text_embed=4, text_hidden=8)
+
+    run = aelab.train(model(), small, out=tmp_path / "a", epochs=1, report=False, progress=False, log=lines.append)
+    assert run.config.batch_size == 32 and json.loads((tmp_path / "a" / "config.json").read_text())["batch_size"] == 32
+    assert any("batch size 32" in line and "--batch-size" in line for line in lines)
+    run = aelab.train(model(), small, out=tmp_path / "b", epochs=1, batch_size=256, report=False, progress=False,
+                      log=None)
+    assert run.config.batch_size == 256

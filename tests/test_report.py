@@ -2,6 +2,7 @@
 shows every metric of evaluation.json and asks nothing of the network."""
 import base64
 import json
+import re
 from html.parser import HTMLParser
 
 import pytest
@@ -154,3 +155,45 @@ def test_report_command(mnist5k, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("aelab: error:") and "\n" not in err
     assert main(["report", str(run.path), "--points", "1"]) == 2
+
+
+def config_rows(html_text: str) -> dict:
+    """The settings table of a run report: {setting: value as shown}."""
+    section = html_text.split('id="config"', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td></tr>", section)
+    return dict(rows)
+
+
+def table_after(html_text: str, anchor: str) -> list[list[str]]:
+    """The body rows (cells as shown) of the first table after ``anchor``."""
+    section = html_text.split(anchor, 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", section.split("<tbody>")[1])
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows]
+
+
+def test_each_run_shows_only_the_settings_its_model_has(two_runs, small_mnist):
+    """Issue 22: a dense run's report listed penalty, k, beta and fusion, and said `report False` inside a report."""
+    dense, vae = two_runs
+    rows = config_rows(write_run_report(dense.path, small_mnist, method="pca", log=None).read_text())
+    assert {"model", "latent_dim", "hidden_dims", "loss", "lr", "epochs", "seed"} <= set(rows)
+    for absent in ("penalty", "k", "target_sparsity", "beta", "kl_warmup", "fusion", "modalities", "audio_data",
+                   "report", "image_size", "label_column"):
+        assert absent not in rows, absent
+    rows = config_rows(write_run_report(vae.path, small_mnist, method="pca", log=None).read_text())
+    assert "beta" in rows and "penalty" not in rows and "report" not in rows
+
+
+def test_the_comparison_links_every_run_and_leaves_settings_a_model_lacks_blank(two_runs, small_mnist, tmp_path):
+    for run in two_runs:  # each run's own report, to link to
+        write_run_report(run.path, small_mnist, redraw=False, log=None)
+    out = write_comparison_report([r.path for r in two_runs], tmp_path / "cmp.html", small_mnist, method="pca",
+                                  log=None)
+    text = out.read_text()
+    links = dict((name, href) for href, name in re.findall(r'<a href="([^"#]+)">([^<]+)</a>', text))
+    assert set(links) == {"dense", "vae"}
+    for run in two_runs:
+        assert (out.parent / links[run.path.name]).resolve() == (run.path / "report.html").resolve()
+    settings = {row[0]: row[1:] for row in table_after(text, 'id="settings"')}
+    assert settings["model"] == ["dense", "vae"]
+    assert settings["beta"] == ["", "1.0"] and settings["kl_warmup"] == ["", "0"]  # a dense run has neither
+    assert "penalty" not in settings and "report" not in settings

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,10 +204,15 @@ BAD_REQUESTS = [  # (why, method, path, keyword arguments of the request, status
     ("no samples", "post", "/api/sample?run=vae", dict(json={"n": 0}), 422),
     ("negative seed", "post", "/api/sample?run=vae", dict(json={"n": 1, "seed": -1}), 422),
     ("no prior", "post", "/api/sample?run=conv", dict(json={"n": 2}), 400),
-    ("item out of range", "get", "/api/items/1000", {}, 404),
+    ("item out of range", "get", "/api/items/1000", {}, 422),
     ("item not a number", "get", "/api/items/abc", {}, 422),
     ("negative item", "get", "/api/items/-1", {}, 422),
-    ("image out of range", "get", "/api/images/99999", {}, 404),
+    ("image out of range", "get", "/api/images/99999", {}, 422),
+    ("recordings of a run without audio", "get", "/api/recordings", {}, 400),
+    ("a recording of a run without audio", "get", "/api/recordings/0", {}, 400),
+    ("a report the folder does not hold", "get", "/reports/nothing.html", {}, 404),
+    ("a folder report's run file that is not listed", "get", "/reports/conv/model.pt", {}, 404),
+    ("a folder report's unknown run", "get", "/reports/nope/report.html", {}, 404),
     ("unknown run", "get", "/api/info?run=nope", {}, 404),
     ("run name as a path", "get", "/api/points?run=../conv", {}, 404),
     ("run name too long", "get", "/api/info?run=" + "a" * 500, {}, 422),
@@ -238,6 +244,41 @@ def test_the_error_names_the_problem(client):
     assert answer.json()["detail"] == "z has 19 values but this run's codes have 20"
     answer = client.post("/api/encode", json={"index": 1000})
     assert answer.json()["detail"] == "index 1000 is out of range: the test set has 1000 items (0 to 999)"
+
+
+INDEX_ROUTES = [("get", "/api/items/{i}", {}), ("get", "/api/images/{i}", {}),
+                ("post", "/api/encode", {"index": "{i}"}), ("post", "/api/interpolate", {"a": 0, "b": "{i}"}),
+                ("post", "/api/interpolate", {"a": "{i}", "b": 0})]
+
+
+@pytest.mark.parametrize("index", [1000, 10 ** 6, 2 ** 31 - 1])
+def test_an_index_past_the_end_is_the_same_422_on_every_route(client, index):
+    """One rule (issue 22): /api/items and /api/images answered 404 where /api/encode answered 422."""
+    answers = []
+    for method, path, body in INDEX_ROUTES:
+        body = {k: index if v == "{i}" else v for k, v in body.items()}
+        answers.append(client.request(method.upper(), path.replace("{i}", str(index)), json=body or None))
+    assert [a.status_code for a in answers] == [422] * len(INDEX_ROUTES)
+    want = f"index {index} is out of range: the test set has 1000 items (0 to 999)"
+    assert [a.json()["detail"] for a in answers] == [want] * len(INDEX_ROUTES)
+
+
+def test_runs_list_the_folder_reports_and_serve_them(runs, tmp_path):
+    folder = tmp_path / "tour"
+    shutil.copytree(runs / "dense2", folder / "dense2")
+    (folder / "report.html").write_text('<h1>Comparing 1 run</h1><a href="dense2/report.html">dense2</a>')
+    (folder / "dense2" / "report.html").write_text("<h1>dense2</h1>")
+    (folder / "notes.txt").write_text("not a report")
+    client = TestClient(create_app(folder, method="pca", device="cpu", log=None))
+    assert client.get("/api/runs").json()["reports"] == ["report.html"]
+    page = client.get("/reports/report.html")
+    assert page.status_code == 200 and "Comparing 1 run" in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")  # no script, as a run's files
+    assert client.get("/reports/dense2/report.html").text == "<h1>dense2</h1>"  # its relative link leads there
+    assert client.get("/reports/notes.txt").status_code == 404
+    # a single run served alone: no folder, no reports
+    assert TestClient(create_app(folder / "dense2", method="pca", device="cpu", log=None)).get(
+        "/api/runs").json()["reports"] == []
 
 
 def test_a_run_that_cannot_be_shown_is_left_out_of_a_folder(runs, tmp_path, caplog):
@@ -318,6 +359,31 @@ def test_no_path_leaves_the_served_files(live, target):
     assert b"root:" not in body and b"import" not in body and b"state_dict" not in body
 
 
+def raw_request(url: str, head: str) -> bytes:
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head.encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+@pytest.mark.parametrize("head", [
+    "POST /api/encode HTTP/1.1\r\nHost: x\r\nContent-Length: 12x\r\nConnection: close\r\n\r\n{}",
+    "GET /api/info HTTP/1.1\r\nHost: x\r\nHost: y\r\nConnection: close\r\n\r\n",  # two Host headers
+    "GET /api/info HTTP/1.1\r\nHost x\r\nConnection: close\r\n\r\n",  # a header line without a colon
+])
+def test_a_request_that_is_not_http_is_uvicorns_plain_400_as_the_readme_says(live, head):
+    """Issue 22: what the README promises about such requests is what the HTTP layer does."""
+    answer = raw_request(live, head)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split()[1] == b"400" and b"content-type: text/plain" in rest.lower()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Explore a latent space in the browser")[1].split("\n## ")[0]
+    assert "plain-text 400" in section and "uvicorn" in section
+
+
 def test_over_http_the_routes_answer(live):
     status, body = raw_get(live, "/api/info?run=vae")
     assert status == 200 and json.loads(body)["latent_dim"] == 20
@@ -341,9 +407,17 @@ def test_serve_a_port_in_use_or_out_of_range(runs, capsys):
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         assert main(["serve", str(runs / "conv"), "--port", str(busy.getsockname()[1])]) == 2
-    assert "choose another --port" in capsys.readouterr().err
+    assert "the port is taken; choose another --port" in capsys.readouterr().err
     assert main(["serve", str(runs / "conv"), "--port", "70000"]) == 2
     assert "--port must be between 0 and 65535" in capsys.readouterr().err
+
+
+def test_serve_a_host_that_is_not_this_machines_names_the_host(runs, capsys):
+    """Issue 22: an address that cannot be bound advised "choose another --port"."""
+    assert main(["serve", str(runs / "conv"), "--host", "192.0.2.1", "--port", "0"]) == 2  # TEST-NET-1: nobody's
+    err = capsys.readouterr().err
+    assert "192.0.2.1 is not an address of this machine" in err and "--host" in err
+    assert "choose another --port" not in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("host, warned", [("127.0.0.1", False), ("0.0.0.0", True)])
@@ -353,7 +427,9 @@ def test_serve_listens_on_loopback_unless_told_and_warns(runs, capsys, monkeypat
     argv = ["serve", str(runs / "conv"), "--port", "0", "--map", "pca", "--quiet"]
     assert main(argv + ["--host", host] if warned else argv) == 0
     out, err = capsys.readouterr()
-    assert served["address"] == host and f"at http://{host}:" in out
+    # the address printed is one a browser can open: 0.0.0.0 is not (issue 22); it says it listens everywhere
+    assert served["address"] == host and "at http://127.0.0.1:" in out and "http://0.0.0.0" not in out
+    assert ("listening on all interfaces" in out) == warned
     assert ("warning: serving on 0.0.0.0, not loopback" in err) == warned
     assert TestClient(served["app"], base_url=f"http://{host}").get("/api/info").status_code == 200
 

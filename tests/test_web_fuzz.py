@@ -29,7 +29,8 @@ FUZZ = settings(max_examples=60, deadline=None, database=None,
 # Every operation of the schema; test_every_operation_is_fuzzed keeps this list equal to /openapi.json.
 OPERATIONS = [("get", "/api/runs"), ("get", "/api/info"), ("get", "/api/points"), ("get", "/api/items/{index}"),
               ("get", "/api/images/{index}"), ("post", "/api/encode"), ("post", "/api/decode"),
-              ("post", "/api/interpolate"), ("post", "/api/sample"), ("post", "/api/text")]
+              ("post", "/api/interpolate"), ("post", "/api/sample"), ("post", "/api/text"),
+              ("get", "/api/recordings"), ("get", "/api/recordings/{index}")]
 
 
 @pytest.fixture(scope="module")

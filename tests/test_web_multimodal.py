@@ -10,6 +10,7 @@ fuzzing the multimodal routes from the schema never gets a 5xx.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import warnings
@@ -192,6 +193,80 @@ def test_item_adds_the_decoded_word_and_the_nearest_recordings(client, predictor
     assert [r["digit"] for r in near] == data.y_test[rows[order]].tolist()
     assert [r["distance"] for r in near] == pytest.approx(distance[order].tolist(), abs=1e-3)
     assert all(fsdd[r["row"]] == r["recording"] for r in near)  # a test row paired with that recording
+    assert [ids[r["id"]] for r in near] == [r["recording"] for r in near]  # the id is the recording's place
+
+
+def test_decode_gives_the_word_and_recordings_of_any_code(client, predictor):
+    """Issue 22, defect 4: the word (and the nearest recordings) follow the code on screen, not the item."""
+    z = [1.5, -2.0, 0.5, 0.0, 3.0, -1.0, 0.25, 2.0]
+    answer = client.post("/api/decode", json={"z": z}).json()
+    assert answer["word"] == predictor.decode_text(torch.tensor([z]))[0]
+    np.testing.assert_array_equal(pixels(answer["image"]), expected_pixels(predictor.decode(torch.tensor([z])))[0])
+    if "audio" in MODALITIES:
+        codes = client.app.state.views["mm"].recordings.codes
+        distance = torch.cdist(torch.tensor([z]), codes)[0].numpy()
+        assert [r["id"] for r in answer["nearest_recordings"]] == np.argsort(distance, kind="stable")[:5].tolist()
+
+
+@pytest.mark.parametrize("text, unknown", [("xyz", ["xyz"]), ("neuf", ["neuf"]), ("seven", []), ("Seven", []),
+                                           ("the number six", []), ("digit 7", []), ("7 (seven)", []),
+                                           ("neuf neuf 77", ["neuf", "77"]), ("sEVEN", ["sEVEN"])])
+def test_text_flags_words_outside_the_training_vocabulary(client, predictor, text, unknown):
+    """Issue 22: a word the model never saw is flagged, and still decoded."""
+    answer = client.post("/api/text", json={"text": text, "n": 2}).json()
+    assert answer["unknown"] == unknown
+    assert answer["word"] == predictor.decode_text(predictor.text_codes(text, 1))[0] and len(answer["images"]) == 2
+
+
+@needs_audio
+def test_recordings_list_and_one_recording(client, predictor, mm):
+    _, data = mm
+    view = client.app.state.views["mm"]
+    listing = client.get("/api/recordings").json()
+    fsdd = np.asarray(data.meta["pairing"]["test"]["audio"])
+    ids, rows = np.unique(fsdd, return_index=True)
+    assert [r["recording"] for r in listing["recordings"]] == ids.tolist()
+    assert [r["id"] for r in listing["recordings"]] == list(range(len(ids)))
+    assert [r["digit"] for r in listing["recordings"]] == data.y_test[rows].tolist()
+    # a PCA map: each recording's code projected on the map's axes (known answer: the same code, mapped back)
+    assert listing["placement"] == "projected"
+    proj = view.projection
+    codes = predictor.encode(data.x_test["audio"][torch.as_tensor(rows)], modality="audio").numpy()
+    xy = np.array([[r["x"], r["y"]] for r in listing["recordings"]])
+    np.testing.assert_allclose(xy, (codes - proj.origin) @ proj.axes.T, atol=2e-3)
+    # one recording: its MFCCs as a picture (blue below the mean, red above), what its code decodes to
+    k = 3
+    rec = client.get(f"/api/recordings/{k}").json()
+    np.testing.assert_allclose(rec["z"], codes[k], rtol=1e-5, atol=1e-5)
+    mfcc = pixels(rec["mfcc"])
+    features = data.x_test["audio"][rows[k]].numpy()  # (T, 13)
+    assert mfcc.shape == (13, features.shape[0], 3)
+    top_row = mfcc[0]  # the last coefficient, drawn on top
+    assert ((top_row[:, 0] > top_row[:, 2]) == (features[:, -1] > 0))[np.abs(features[:, -1]) > 0.05].all()
+    assert pixels(rec["reconstruction"]).shape == mfcc.shape
+    own = torch.tensor(codes[k:k + 1])
+    np.testing.assert_array_equal(pixels(rec["image"]), expected_pixels(predictor.decode(own))[0])
+    assert rec["word"] == predictor.decode_text(own)[0]
+    # the text's nearest recordings: text -> recording retrieval
+    answer = client.post("/api/text", json={"text": "seven", "n": 1}).json()
+    distance = torch.cdist(predictor.encode_text("seven"), torch.tensor(codes))[0].numpy()
+    assert [r["id"] for r in answer["nearest_recordings"]] == np.argsort(distance, kind="stable")[:5].tolist()
+    # past the end: the same rule as test items
+    past = client.get(f"/api/recordings/{len(ids)}")
+    assert past.status_code == 422 and past.json()["detail"] == (
+        f"recording {len(ids)} is out of range: the test set has {len(ids)} recordings (0 to {len(ids) - 1})")
+
+
+@needs_audio
+def test_recordings_on_a_tsne_map_sit_among_their_nearest_image_codes(client):
+    view = client.app.state.views["mm"]
+    rec = dataclasses.replace(view.recordings)  # a copy: place() sets its points
+    tsne_like = type(view.projection)(view.projection.points, view.projection.index, "tsne", ("a", "b"))
+    images = view.predictor.encode(view.x)
+    rec.place(tsne_like, images)
+    near = torch.cdist(rec.codes[:1], images).topk(5, largest=False).indices[0].numpy()
+    np.testing.assert_allclose(rec.points[0], view.projection.points[near].mean(0), rtol=1e-5)
+    assert rec.placement == "nearest images"
 
 
 def test_one_modality_item_has_no_multimodal_keys(tmp_path_factory):
@@ -244,8 +319,9 @@ def test_bad_text_requests(client, body, status):
     assert "Traceback" not in answer.text
 
 
-@pytest.mark.parametrize("path, status", [("/api/items/1000", 404), ("/api/items/-1", 422), ("/api/items/x", 422),
-                                          ("/api/info?run=nope", 404)])
+@pytest.mark.parametrize("path, status", [("/api/items/1000", 422), ("/api/items/-1", 422), ("/api/items/x", 422),
+                                          ("/api/recordings/100000", 422 if "audio" in MODALITIES else 400),
+                                          ("/api/recordings/-1", 422), ("/api/info?run=nope", 404)])
 def test_bad_item_requests(client, path, status):
     answer = client.get(path)
     assert answer.status_code == status and "detail" in answer.json()
@@ -277,7 +353,7 @@ def test_text_fuzz_never_a_5xx(client, body):
 @given(index=st.integers(-5, 1100))
 def test_item_fuzz_never_a_5xx(client, index):
     answer = client.get(f"/api/items/{index}")
-    assert answer.status_code in (200, 404, 422)
+    assert answer.status_code in (200, 422)
     if answer.status_code == 200:
         assert isinstance(answer.json()["word"], str)
 

@@ -7,12 +7,14 @@ This layer knows files, not training: the trainer, evaluation and reports all bu
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import FORMAT_VERSION, RunConfig, default_out
 from .data import Dataset
+from .data.multimodal import find_fsdd
 from .errors import AelabError
 from .io import load_checkpoint
 from .registry import load_model, model_class, model_from_spec
@@ -83,6 +85,24 @@ def read_data_record(run_dir: str | Path) -> dict | None:
     return values if isinstance(values, dict) else None
 
 
+def with_recorded_files(cfg: RunConfig, record: dict | None) -> RunConfig:
+    """``cfg`` with the data file that ``data.json`` recorded filled in where the config names none, so a run
+    finds its data again without the environment it was trained in (a spoken-digit file found through
+    ``AELAB_DATA_DIR``): the recorded file when it is still there, else the usual search (``data_dir``,
+    ``AELAB_DATA_DIR``, the cache); when neither finds it, the recorded path, so that loading the data fails
+    with one line naming the file the run needs."""
+    recorded = ((record or {}).get("audio") or {}).get("path")
+    if not recorded or cfg.audio_data is not None:
+        return cfg
+    if not Path(recorded).is_file():
+        try:
+            find_fsdd(None, cfg.data_dir)
+            return cfg  # a copy where the usual search looks
+        except AelabError:
+            pass
+    return dataclasses.replace(cfg, audio_data=str(recorded))
+
+
 def read_history(path: Path) -> list[dict]:
     """The per-epoch records of ``metrics.jsonl`` (empty when the file does not exist)."""
     history = []
@@ -102,7 +122,7 @@ def open_run(path: str | Path, map_location="cpu") -> Run:
         raise AelabError(f"{path} is not a folder; give the path of a run folder made by aelab train")
     if not (path / CONFIG).is_file():
         raise AelabError(f"{path} is not a run folder (no {CONFIG}); give the folder aelab train wrote")
-    cfg = RunConfig.load(path / CONFIG)
+    cfg = with_recorded_files(RunConfig.load(path / CONFIG), read_data_record(path))
     history = read_history(path / METRICS)
     if (path / MODEL).is_file():
         model = load_model(path / MODEL, map_location=map_location)
@@ -118,4 +138,4 @@ def open_run(path: str | Path, map_location="cpu") -> Run:
 
 
 __all__ = ["CHECKPOINT", "CONFIG", "DATA", "EVALUATION", "FORMAT_VERSION", "METRICS", "MODEL", "Run", "open_run",
-           "read_data_record", "read_history", "settle_folder"]
+           "read_data_record", "read_history", "settle_folder", "with_recorded_files"]

@@ -9,7 +9,7 @@ from ..errors import AelabError
 def cmd_serve(args) -> int:
     try:
         from ..web import create_app, find_runs, is_loopback, serve, url_of
-        from ..web.server import LOOPBACK_NAMES, bind
+        from ..web.server import LOOPBACK_NAMES, bind, listens_everywhere
     except ImportError as exc:  # the web app's framework is a dependency, but an environment may lack it
         if (exc.name or "").split(".")[0] not in ("fastapi", "starlette", "pydantic", "uvicorn"):
             raise
@@ -28,7 +28,9 @@ def cmd_serve(args) -> int:
         app = create_app(args.run, method=args.map, device=args.device, allowed_hosts=hosts, log=say,
                          audio_data=args.audio_data)
         what = runs[0] if len(runs) == 1 else f"{len(runs)} runs in {args.run}"
-        print(f"serving {what} at {url_of(sock)} (Ctrl-C to stop)", flush=True)
+        note = ("listening on all interfaces: from another machine, open this machine's name or address; "
+                if listens_everywhere(sock) else "")
+        print(f"serving {what} at {url_of(sock)} ({note}Ctrl-C to stop)", flush=True)
         serve(app, sock)
     finally:
         sock.close()
@@ -41,13 +43,15 @@ def add_parsers(sub) -> None:
                                    "the map of the test codes, images on hover, the code of a point as sliders "
                                    "that redraw the decoded image, interpolations and samples; for a multimodal "
                                    "run, the map of its images' codes, a text box that turns a word into images, "
-                                   "and beside a picked image the word decoded from its code and the digits of "
-                                   "the nearest test recordings. Blocks until Ctrl-C. The first start of a run "
-                                   "computes its map (cached in the run folder).")
+                                   "and beside the code on screen the word decoded from it and the nearest test "
+                                   "recordings; with audio, each recording as its MFCC picture and on the map. "
+                                   "Blocks until Ctrl-C. The first start of a run computes its map (cached in the "
+                                   "run folder).")
     s.add_argument("run", metavar="RUN", help="a run folder written by aelab train, or a folder holding several")
     s.add_argument("--port", type=int, default=8000, metavar="N", help="TCP port (default: 8000; 0: a free one)")
     s.add_argument("--host", default="127.0.0.1", metavar="H",
-                   help="address to listen on (default: 127.0.0.1, this machine only; another prints a warning)")
+                   help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every interface; "
+                        "another than loopback prints a warning)")
     s.add_argument("--map", choices=("tsne", "pca"), default="tsne",
                    help="the map of the test codes: tsne, or pca (linear: any position can be decoded) "
                         "(default: tsne; 2-D codes are drawn as they are)")

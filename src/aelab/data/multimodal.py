@@ -140,7 +140,8 @@ def find_fsdd(path=None, data_dir=None) -> Path:
         if f.is_file():
             return f
     if path is not None:
-        raise AelabError(f"--audio-data {path} does not exist; give the path of the FSDD MFCC file digits.npz")
+        raise AelabError(f"the spoken-digit file {path} does not exist; put the FSDD MFCC file digits.npz there or in "
+                         f"$AELAB_DATA_DIR/{FSDD_DIR}/, or give its path with --audio-data")
     raise AelabError("the spoken digits (FSDD MFCCs) were not found: " + FSDD_HELP.format(cache=cache_dir() / FSDD_DIR))
 
 

@@ -46,6 +46,20 @@ def fmt(value) -> str:
     return f"{value:.4g}"
 
 
+def image_metrics(evaluation: dict) -> dict:
+    """The one-modality metrics a multimodal run's evaluation holds for its image modality, under their
+    one-modality keys: ``test_mse`` (``reconstruction["image"]["mse"]``: the images decoded from the code of the
+    image alone, the same definition) and ``linear_probe_accuracy``/``knn_accuracy`` (``probes["image"]``). Empty
+    for a run without an image modality."""
+    out = {}
+    mse = ((evaluation.get("reconstruction") or {}).get("image") or {}).get("mse")
+    if mse is not None:
+        out["test_mse"] = mse
+    probes = (evaluation.get("probes") or {}).get("image") or {}
+    out.update({k: probes[k] for k in ("linear_probe_accuracy", "knn_accuracy") if k in probes})
+    return out
+
+
 def flat_metrics(row: dict) -> dict:
     """A run's metrics with the per-modality-pair ones spread out: ``retrieval/image->audio/recall@1``, ..."""
     flat = dict(row)

@@ -7,6 +7,7 @@ run's modalities into the run folder, and :func:`multimodal_figure_paths` lists 
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 from ..data.multimodal import TEST_TEMPLATES, decode_text, encode_text, text_form
 from ..evaluation.multimodal import classify_text, decode, encode, item_rows
 from ..models.base import eval_mode
+from ..runfolder import CONFIG
 from .figures import _save, as_images, plt, plot_loss_curves
 from .latent import project
 
@@ -33,8 +35,8 @@ FIGURES = [
     ("image_to_text.png", "Words decoded from test images",
      "Test images and the text decoded from the code of each image alone: green when the text names the "
      "image's digit, red otherwise."),
-    ("retrieval.png", "Retrieval: the nearest recordings to an image",
-     "Each row an image query (left) and the test items of the other modality nearest to its code in the shared "
+    ("retrieval.png", "Retrieval: the nearest {gallery} to an image",
+     "Each row an image query (left) and the test {gallery} nearest to its code in the shared "
      "space, nearest first, titled with their digit: green for the query's digit, red for another."),
     ("latent_modalities.png", "One latent space for every modality",
      "Codes of test items from each modality alone, projected together to two dimensions (t-SNE): colour is "
@@ -46,9 +48,34 @@ MARKERS = {"image": "o", "audio": "^", "text": "s"}
 DIGITS = 10
 
 
-def multimodal_figure_paths(run_dir) -> list[tuple[Path, str, str]]:
-    """The catalogued multimodal figures present in ``run_dir``, in report order: (path, title, caption)."""
-    return [(Path(run_dir) / f, t, c) for f, t, c in FIGURES if (Path(run_dir) / f).is_file()]
+GALLERY_WORDS = {"audio": "recordings", "text": "texts"}  # what the retrieval figure's gallery items are called
+
+
+def retrieval_gallery(modalities) -> str:
+    """The modality whose test items the retrieval figure ranks against image queries: audio when the run has it,
+    else text (see :func:`plot_retrieval`)."""
+    return "audio" if "audio" in modalities else "text"
+
+
+def multimodal_figure_paths(run_dir, modalities=None) -> list[tuple[Path, str, str]]:
+    """The catalogued multimodal figures present in ``run_dir``, in report order: (path, title, caption).
+    ``modalities`` (default: the run's config.json) name the retrieval figure's gallery: recordings or texts."""
+    if modalities is None:  # the run's config; else its figures: an audio-to-image one means the run has audio
+        recorded = read_config(run_dir).get("modalities")
+        modalities = recorded.split(",") if recorded else \
+            ["audio"] * (Path(run_dir) / "audio_to_image.png").is_file()
+    words = {"gallery": GALLERY_WORDS[retrieval_gallery(modalities)]}
+    return [(Path(run_dir) / f, t.format(**words), c.format(**words)) for f, t, c in FIGURES
+            if (Path(run_dir) / f).is_file()]
+
+
+def read_config(run_dir) -> dict:
+    """The run's config.json as a dict ({} when it is missing or unreadable: the titles then stay generic)."""
+    try:
+        values = json.loads((Path(run_dir) / CONFIG).read_text())
+    except (OSError, ValueError):
+        return {}
+    return values if isinstance(values, dict) else {}
 
 
 def _test_items(data, modality: str, per_digit: int) -> list[list[int]]:
@@ -91,10 +118,20 @@ def plot_text_to_image(model, path, templates=("{w}", *TEST_TEMPLATES)) -> Path:
     with eval_mode(model):
         z = encode(model, {"text": encode_text(texts)})
         images = as_images(decode(model, z, "image")).reshape(len(templates), DIGITS, 28, 28)
-    labels = [f'"{text_form(t, 7).replace("7", "d").replace("seven", "w").replace("Seven", "W").replace("SEVEN", "U")}"'
-              + (" (held out)" if t in TEST_TEMPLATES else "") for t in templates]
-    labels = ["the word" if t == "{w}" else lab for t, lab in zip(templates, labels)]
-    return _grid(images, labels, path, "images generated from text")
+    return _grid(images, [template_label(t) for t in templates], path, "images generated from text")
+
+
+# how each slot of a text template reads in a row label: the column's digit fills it
+SLOT_WORDS = {"d": "<numeral>", "w": "<word>", "W": "<Word>", "U": "<WORD>"}
+
+
+def template_label(template: str) -> str:
+    """A row label of the text-to-image figure: the template with each slot named for what fills it from the
+    column's digit ("the number {w}" -> 'the number <word>' above '(held out)'); the bare word reads "the word"."""
+    if template == "{w}":
+        return "the word"
+    label = template.format(**SLOT_WORDS)
+    return label + ("\n(held out)" if template in TEST_TEMPLATES else "")  # two lines: the label margin is narrow
 
 
 @torch.no_grad()
@@ -140,7 +177,7 @@ def plot_retrieval(model, data, path, gallery: str | None = None, queries: int =
     """For ``queries`` test images of different digits, the ``top`` nearest test items of ``gallery`` (default
     audio, else text) by Euclidean distance between codes: recordings drawn as their MFCC frames, text as the
     string; each titled with its digit, green when it is the query's."""
-    gallery = gallery or ("audio" if "audio" in data.x_test else "text")
+    gallery = gallery or retrieval_gallery(data.x_test)
     picks = _test_items(data, "image", 1)
     step = max(1, DIGITS // queries)
     query_rows = torch.tensor([picks[d][0] for d in range(0, DIGITS, step)][:queries])
@@ -229,5 +266,6 @@ def write_multimodal_figures(run, data, log=None, map_points: int = 300) -> dict
     return paths
 
 
-__all__ = ["FIGURES", "multimodal_figure_paths", "plot_audio_to_image", "plot_image_to_text",
+__all__ = ["FIGURES", "multimodal_figure_paths", "retrieval_gallery", "template_label",
+            "plot_audio_to_image", "plot_image_to_text",
            "plot_modality_map", "plot_retrieval", "plot_text_to_image", "write_multimodal_figures"]

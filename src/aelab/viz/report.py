@@ -12,19 +12,26 @@ import base64
 import datetime
 import html
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from ..config import DATA_OPTIONS
 from ..data.batches import as_float
+from ..data.dataset import Dataset
 from ..errors import AelabError
 from ..io import atomic_write_text
 from ..models.base import MULTIMODAL, has
+from ..registry import MODELS, accepted_fields
 from ..runfolder import Run, load_run_data, open_run
 from ..version import __version__
 from ..evaluation import METRIC_KEYS, ensure_evaluation
 from ..evaluation.anomaly import anomaly_rows
-from ..evaluation.compare import fmt
+from ..evaluation.chance import chance_warnings, with_references
+from ..evaluation.compare import fmt, image_metrics
 from ..evaluation.specs import METRICS, SPECS, metric_unit
 from .figures import plot_metric_bars, plot_reconstruction_comparison
 from .latent import DEFAULT_POINTS
@@ -33,6 +40,7 @@ from .run_figures import class_balanced_indices, figure_paths, write_latent_map,
 
 logger = logging.getLogger(__name__)
 REPORT = "report.html"
+HIDDEN_SETTINGS = ("report",)  # run settings that say nothing inside a report (it was written, whatever they say)
 LOWER_IS_BETTER = {spec.key for spec in METRICS if spec.better == "lower"}
 HIGHER_IS_BETTER = {spec.key for spec in METRICS if spec.better == "higher"}
 CSS = """
@@ -51,6 +59,11 @@ figure img{max-width:100%;height:auto;display:block;margin:6px auto}
 figcaption{color:#4a535c;font-size:14px}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:14px}
 .grid figure{margin:0}.notes{color:#5b6570;font-size:13px}
+table+h3,table+h2,table+p{margin-top:24px}
+th.group{text-align:center;border-bottom:1px solid #d5dae0}
+table.epochs th,table.epochs td{padding:4px 9px}
+.warn{background:#fff4e5;border-left:4px solid #d9822b;padding:8px 14px;margin:14px 0;border-radius:3px}
+.warn p{margin:4px 0}.warn strong{color:#8a4b08}
 """
 
 
@@ -140,10 +153,21 @@ def multimodal_tables(evaluation: dict) -> str:
                        ("probes", "Probes on the shared code, per modality encoded")):
         values = evaluation.get(key) or {}
         if values:
-            cols = sorted({c for v in values.values() if isinstance(v, dict) for c in v})
+            cols = _columns(values)
             rows = [[m, *[fmt(v.get(c)) if isinstance(v, dict) else fmt(v) for c in cols]] for m, v in values.items()]
             parts += [f"<h3>{_e(title)}</h3>", _table(["modality", *cols], rows)]
     return "\n".join(parts)
+
+
+FIRST_COLUMNS = ("linear_probe_accuracy", "knn_accuracy", "mse", "mse_joint", "char_accuracy", "char_accuracy_joint")
+
+
+def _columns(values: dict) -> list[str]:
+    """The columns of a per-modality table: every key whose value is a number (or a flag) in some row, the
+    headline metrics first; nested values (per-class details, timings by step) are left to evaluation.json."""
+    scalar = {c for v in values.values() if isinstance(v, dict) for c, x in v.items()
+              if isinstance(x, (int, float, bool)) or x is None}
+    return [c for c in FIRST_COLUMNS if c in scalar] + sorted(scalar - set(FIRST_COLUMNS))
 
 
 # ------------------------------------------------------------------------------------------------ one run
@@ -209,6 +233,7 @@ def write_run_report(run, data=None, *, method: str = "tsne", n_points: int | No
     parts = [f"<h1>{_e(run.path.name)}</h1>",
              f'<p class="sub">{what} on {_e(data.name)}: {len(hist)} epochs, '
              f"{params:,} parameters, latent size {_e(run.model.latent_dim)}, {seconds:.1f} s of training</p>",
+             chance_html(evaluation, data, cfg.lr),
              '<nav><a href="#metrics">metrics</a><a href="#figures">figures</a><a href="#training">training</a>'
              '<a href="#config">config</a></nav>',
              '<h2 id="metrics">Metrics on the test set</h2>']
@@ -225,14 +250,58 @@ def write_run_report(run, data=None, *, method: str = "tsne", n_points: int | No
     parts.append('<h2 id="figures">Figures</h2>')
     parts += [_figure(p, t, c, fig_id=p.stem) for p, t, c in figures]
     parts.append('<h2 id="training">Training, epoch by epoch</h2>')
-    keys = [k for k in ("train_loss", "test_loss") if hist and k in hist[0]]
-    keys += sorted({k for r in hist for k in r if k.startswith(("train_", "test_")) and k not in keys})
-    rows = [[r["epoch"], *[fmt(r.get(k)) for k in keys], f"{r.get('seconds', 0):.1f}"] for r in hist]
-    parts.append(_table(["epoch", *keys, "seconds"], rows))
+    parts.append(epoch_table(hist))
     parts.append('<h2 id="config">Configuration</h2>')
-    parts.append(_table(["setting", "value"], [[k, "default" if v is None else v] for k, v in cfg.to_dict().items()],
-                        numeric_from=None))
+    settings = [[k, "default" if v is None else v] for k, v in run_settings(cfg).items()]
+    parts.append(_table(["setting", "value"], settings, numeric_from=None))
     return _write(run.path / REPORT, _page(f"aelab: {run.path.name}", "\n".join(parts)))
+
+
+SPLITS = ("train", "val", "test")  # the per-epoch metrics' prefixes, in the epoch table's order
+
+
+def epoch_table(history: list[dict]) -> str:
+    """The per-epoch metrics as one table whose header groups them by split (train, val, test) above the metric
+    names (loss first), so that a run with many named terms (a multimodal one: ten) fits a page 1,280 pixels wide."""
+    groups = []
+    for split in SPLITS:
+        names = sorted({k[len(split) + 1:] for r in history for k in r if k.startswith(split + "_")})
+        names = (["loss"] if "loss" in names else []) + [n for n in names if n != "loss"]
+        if names:
+            groups.append((split, names))
+    top = "".join(f'<th class="group" colspan="{len(names)}">{_e(split)}</th>' for split, names in groups)
+    # a break opportunity after each / and _ lets a long name (recon/image) wrap inside its column
+    sub = "".join(f"<th>{_e(n).replace('/', '/<wbr>').replace('_', '_<wbr>')}</th>"
+                  for _, names in groups for n in names)
+    body = []
+    for r in history:
+        values = [fmt(r.get(f"{split}_{n}")) for split, names in groups for n in names]
+        cells = [str(r.get("epoch", "")), *values, f"{r.get('seconds', 0):.1f}"]
+        body.append("<tr>" + "".join(f'<td class="num">{_e(c)}</td>' for c in cells) + "</tr>")
+    return (f'<table class="epochs"><thead><tr><th rowspan="2">epoch</th>{top}<th rowspan="2">seconds</th></tr>'
+            f"<tr>{sub}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def run_settings(cfg) -> dict:
+    """The settings a run has, as its reports show them: the general ones and its own family's (a dense run has no
+    penalty, k, beta or fusion: config.json records them empty), without the data options a dataset by name leaves
+    unset and without ``HIDDEN_SETTINGS``."""
+    values = {k: v for k, v in cfg.to_dict().items() if k not in HIDDEN_SETTINGS}
+    if cfg.model not in MODELS:  # a family registered in another process: every setting
+        return values
+    others = {f for name in MODELS for f in accepted_fields(name)} - set(accepted_fields(cfg.model))
+    return {k: v for k, v in values.items() if k not in others and not (k in DATA_OPTIONS and v in (None, False))}
+
+
+def chance_html(evaluation: dict, data: Dataset, lr: float | None = None) -> str:
+    """A warning box naming each metric that sits at its chance level (:func:`aelab.evaluation.chance.chance_warnings`)
+    with the likely fix; empty when none does."""
+    lines = chance_warnings(with_references(evaluation, data), len(data.classes) if data.classes else None, lr=lr)
+    if not lines:
+        return ""
+    said = "".join(f"<p>{_e(line[:1].upper() + line[1:])}</p>" for line in lines)
+    return (f'<div class="warn" id="chance"><p><strong>This run learned little: {len(lines)} metric'
+            f'{"s sit" if len(lines) > 1 else " sits"} at chance level.</strong></p>{said}</div>')
 
 
 # ------------------------------------------------------------------------------------------------ comparison
@@ -246,10 +315,12 @@ def write_comparison_report(run_dirs, html_path, data=None, *, method: str = "ts
                             n_points: int | None = DEFAULT_POINTS, progress: bool = False, log=logger.info) -> Path:
     """Write one HTML page comparing the runs in ``run_dirs`` and return its path.
 
-    Runs without an up-to-date ``evaluation.json`` are evaluated first, runs without a latent map get
-    one (``method``, ``n_points``). ``data`` (default: each run's own dataset) feeds the side-by-side
-    reconstructions, drawn for the runs that share the first run's dataset. Two PNGs are written
-    beside the page (``<name>-reconstructions.png``, ``<name>-metrics.png``).
+    Runs without an up-to-date ``evaluation.json`` are evaluated first (each on its own data: ``data`` when given,
+    for the one-modality runs; a multimodal run always on its paired data), runs without a latent map get one
+    (``method``, ``n_points``; a multimodal run's map is of its image codes). The page names and links every run's
+    own ``report.html``. The side-by-side reconstructions show the runs whose images are the first run's (a
+    multimodal run reconstructs from the image alone). Two PNGs are written beside the page
+    (``<name>-reconstructions.png``, ``<name>-metrics.png``).
     """
 
     run_dirs = [Path(r) for r in run_dirs]
@@ -260,52 +331,105 @@ def write_comparison_report(run_dirs, html_path, data=None, *, method: str = "ts
         raise AelabError(f"the comparison report is an HTML file; name it like {html_path.with_suffix('.html')}")
     runs = [open_run(r) for r in run_dirs]
     names = run_names(run_dirs)
-    datasets: dict[str, object] = {}
-    for run in runs:
-        if data is None and run.config.dataset not in datasets:
-            datasets[run.config.dataset] = _load_data(run.config, None)
-    data_of = (lambda run: data) if data is not None else (lambda run: datasets[run.config.dataset])
-    evals = [ensure_evaluation(run.path, data_of(run), progress=progress, log=log) for run in runs]
-
-    for run in runs:  # every run needs a latent map for the last section
-        if not (run.path / "latent.png").is_file():
-            write_latent_map(run, data_of(run), method=method, n_points=n_points, log=log)
+    own = _RunData(data)
+    evals = [ensure_evaluation(run.path, own.of(run), progress=progress, log=log) for run in runs]
+    pictures = [own.images(run) for run in runs]  # the images each run encodes (None: a run without images)
+    for run, images in zip(runs, pictures):  # every run with images needs a latent map for the last section
+        if images is not None and not (run.path / "latent.png").is_file():
+            write_latent_map(run, images, method=method, n_points=n_points, log=log)
 
     stem = html_path.with_suffix("")
-    first = data_of(runs[0])
-    same = [i for i, run in enumerate(runs)
-            if data_of(run) is first and run.model.input_shape == tuple(first.input_shape)]
+    shown = [({**e, **image_metrics(e)} if has(run.model, MULTIMODAL) else e) for run, e in zip(runs, evals)]
     parts = [f"<h1>Comparing {len(runs)} runs</h1>",
-             f'<p class="sub">{_e(", ".join(names))}</p>',
+             f'<p class="sub runs">{_run_links(runs, names, html_path)}</p>',
              '<nav><a href="#metrics">metrics</a><a href="#reconstructions">reconstructions</a>'
              '<a href="#maps">latent maps</a><a href="#settings">settings</a></nav>',
-             '<h2 id="metrics">Metrics on the test set</h2>', _comparison_table(runs, names, evals)]
+             '<h2 id="metrics">Metrics on the test set</h2>', _comparison_table(runs, names, shown)]
     ks = {e.get("iwae_samples") for e in evals if "iwae_samples" in e}
     k_note = f"iwae_nll with K = {', '.join(str(k) for k in sorted(ks))} importance samples. " if ks else ""
-    parts.append(f'<p class="notes">{_e(k_note)}The best value of each row where one is better: bold green.</p>')
+    several = [n for run, n in zip(runs, names) if has(run.model, MULTIMODAL)]
+    mm_note = (f"{', '.join(several)}: test_mse and the probes of the code of the image alone (reconstruction and "
+               f"probes of its image modality); its cross-modal metrics are in its own report. " if several else "")
+    parts.append(f'<p class="notes">{_e(k_note + mm_note)}The best value of each row where one is better: '
+                 f"bold green.</p>")
     parts.append('<h2 id="reconstructions">The same test digits, reconstructed by each run</h2>')
-    if first.is_images:
-        pick = class_balanced_indices(first.y_test, 10)
-        fig = plot_reconstruction_comparison({names[i]: runs[i].model for i in same}, as_float(first.x_test[pick]),
-                                             Path(f"{stem}-reconstructions.png"), n=10)
-        skipped = [names[i] for i in range(len(runs)) if i not in same]
-        note = f"Not shown (another dataset): {', '.join(skipped)}." if skipped else ""
-        parts.append(_figure(fig, f"Reconstructions of {first.name} test digits", "Top row: the test images. "
-                             "Each row below: one run's reconstruction of them. " + note, "reconstructions"))
-    else:
-        parts.append('<p class="notes">The data are not images; no reconstructions to show.</p>')
-    metrics = {n: {k: e[k] for k in METRIC_KEYS if k in e and k != "iwae_samples"} for n, e in zip(names, evals)}
+    parts.append(_reconstructions(runs, names, pictures, stem))
+    metrics = {n: {k: e[k] for k in METRIC_KEYS if k in e and k != "iwae_samples"} for n, e in zip(names, shown)}
     bars = plot_metric_bars(metrics, Path(f"{stem}-metrics.png"), keys=[k for k in METRIC_KEYS if k != "iwae_samples"],
                             lower_is_better=LOWER_IS_BETTER, higher_is_better=HIGHER_IS_BETTER)
     parts.append(_figure(bars, "Metrics side by side", "One panel per metric; a missing bar (n/a) means the "
                          "metric does not apply to that model (likelihoods are for variational models).", "bars"))
     parts.append('<h2 id="maps">Latent maps</h2><div class="grid">')
-    parts += [_figure(run.path / "latent.png", name, f"{run.config.model}, latent size {run.model.latent_dim}")
-              for run, name in zip(runs, names)]
+    parts += [_figure(run.path / "latent.png", name, f"{run.config.model}, latent size {run.model.latent_dim}"
+                      + (", codes of the images alone" if has(run.model, MULTIMODAL) else ""))
+              for run, name in zip(runs, names) if (run.path / "latent.png").is_file()]
     parts.append("</div>")
     parts.append('<h2 id="settings">Settings that differ between runs</h2>')
     parts.append(_settings_table(runs, names))
     return _write(html_path, _page(f"aelab: comparing {len(runs)} runs", "\n".join(parts)))
+
+
+class _RunData:
+    """Each run's own data, loaded once per distinct source: ``data`` (when given) for one-modality runs, the
+    paired data of its config for a multimodal run; and the images a run encodes (a multimodal run: its image
+    modality alone)."""
+
+    def __init__(self, data: Dataset | None):
+        self.data, self.loaded = data, {}
+
+    def of(self, run) -> Dataset:
+        cfg, paired = run.config, has(run.model, MULTIMODAL)
+        if self.data is not None and not paired:
+            return self.data
+        key = (paired, cfg.dataset, cfg.data_dir, cfg.modalities, cfg.audio_data, cfg.seed if paired else None)
+        if key not in self.loaded:
+            self.loaded[key] = _load_data(cfg, None)
+        return self.loaded[key]
+
+    def images(self, run) -> Dataset | None:
+        d = self.of(run)
+        if not isinstance(d.x_test, dict):
+            return d
+        if "image" not in d.x_test:
+            return None
+        return Dataset(d.name, d.x_train["image"], d.x_test["image"], d.y_train, d.y_test, d.classes, d.source)
+
+
+def _run_links(runs, names, html_path: Path) -> str:
+    """Each run's name, linked to its own report (relative to the comparison page) when it has one."""
+    links = []
+    for run, name in zip(runs, names):
+        page = run.path / REPORT
+        if page.is_file():
+            href = Path(os.path.relpath(page.resolve(), html_path.resolve().parent)).as_posix()
+            links.append(f'<a href="{_e(href)}">{_e(name)}</a>')
+        else:
+            links.append(_e(name))
+    return " · ".join(links)
+
+
+def _reconstructions(runs, names, pictures, stem: Path) -> str:
+    """The figure of the first run's test images reconstructed by every run that encodes the same images."""
+    first = pictures[0]
+    if first is None or not first.is_images:
+        return '<p class="notes">The data are not images; no reconstructions to show.</p>'
+    same = [i for i, images in enumerate(pictures) if _same_images(images, first)]
+    pick = class_balanced_indices(first.y_test, 10)
+    fig = plot_reconstruction_comparison({names[i]: runs[i].model for i in same}, as_float(first.x_test[pick]),
+                                         Path(f"{stem}-reconstructions.png"), n=10)
+    skipped = [names[i] for i in range(len(runs)) if i not in same]
+    note = f"Not shown (other images): {', '.join(skipped)}." if skipped else ""
+    several = [names[i] for i in same if has(runs[i].model, MULTIMODAL)]
+    mm = f" {', '.join(several)}: from the code of the image alone." if several else ""
+    return _figure(fig, f"Reconstructions of {first.name} test digits", "Top row: the test images. "
+                   "Each row below: one run's reconstruction of them." + mm + " " + note, "reconstructions")
+
+
+def _same_images(a: Dataset | None, b: Dataset) -> bool:
+    """Whether ``a`` holds the test images of ``b`` (the same object, or the same name, shape and pixels)."""
+    if a is None:
+        return False
+    return a is b or (a.name == b.name and a.x_test.shape == b.x_test.shape and torch.equal(a.x_test, b.x_test))
 
 
 def _comparison_table(runs, names, evals) -> str:
@@ -327,12 +451,17 @@ def _comparison_table(runs, names, evals) -> str:
 
 
 def _settings_table(runs, names) -> str:
-    configs = [run.config.to_dict() for run in runs]
-    keys = [k for k in configs[0] if k != "out" and len({repr(c.get(k)) for c in configs}) > 1]
+    """The settings whose values differ between the runs; a run's cell is blank where its model has no such
+    setting (a dense run has no penalty)."""
+    configs = [run_settings(run.config) for run in runs]
+    order = [k for k in runs[0].config.to_dict() if any(k in c for c in configs)]  # RunConfig's order
+    keys = [k for k in order if k != "out" and len({(k in c, repr(c.get(k))) for c in configs}) > 1]
     if not keys:
         return '<p class="notes">None: every run has the same settings.</p>'
-    rows = [[k, *["default" if c.get(k) is None else c.get(k) for c in configs]] for k in keys]
-    return _table(["setting", *names], rows, numeric_from=None)
+    cell = lambda c, k: "" if k not in c else "default" if c[k] is None else c[k]  # noqa: E731
+    rows = [[k, *[cell(c, k) for c in configs]] for k in keys]
+    return (_table(["setting", *names], rows, numeric_from=None)
+            + '<p class="notes">A blank cell: that run\'s model has no such setting.</p>')
 
 
 __all__ = ["REPORT", "embed_png", "ensure_evaluation", "write_comparison_report", "write_run_report"]

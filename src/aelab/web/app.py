@@ -2,32 +2,50 @@
 
 Routes (a contract: scripts rely on these; every ``/api`` route takes ``?run=NAME`` when several runs are served):
 
-=============================  ====================================================================
-``GET /``                      the page (``static/index.html``; its script and style from ``/static/``)
-``GET /api/runs``              ``{"runs": [{"name", "model", "dataset", "latent_dim"}], "default": name}``
-``GET /api/info``              ``{"model", "latent_dim", "dataset", "classes", "map", "stats", "limits", ...}``
-``GET /api/points``            ``{"points": [{"x", "y", "label", "index"}, ...]}``: the test codes' 2-D map
-``GET /api/items/{index}``     test item ``index``: ``{"image", "reconstruction", "z", "label", "class"}``; for a
-                               multimodal run also ``"word"`` (decoded from the image's code), ``"text"`` (the
-                               item's own) and ``"nearest_recordings"``: ``[{"digit", "row", "recording",
-                               "distance"}, ...]`` (with audio: the test recordings nearest the image's code)
-``GET /api/images/{index}``    test item ``index``'s image as a PNG (the map's hover preview)
-``POST /api/encode``           ``{"index": int}`` -> ``{"z": [float, ...]}``
-``POST /api/decode``           ``{"z": [float, ...]}`` (latent_dim values) -> ``{"image": "data:image/png;base64,..."}``
-``POST /api/interpolate``      ``{"a": int, "b": int, "steps": int}`` -> ``{"z": [[...], ...], "images": [...]}``
-``POST /api/sample``           ``{"n": int, "seed": int | null}`` -> ``{"images": [...]}`` (generative models)
-``POST /api/text``             ``{"text": str, "n": int, "seed": int | null}`` -> ``{"text", "word", "z": [[...]],
-                               "images": [...]}``: images generated from a text (multimodal runs with text; 400
-                               for the others): the first decoded from the text's code, the rest from codes
-                               drawn from q(z | text); ``word``: what the text decoder reads back
-``GET /files/{name}``          one of the run's own files listed in ``/api/info``'s ``files`` (its report, figures)
-=============================  ====================================================================
+===============================  ====================================================================
+``GET /``                        the page (``static/index.html``; its script and style from ``/static/``)
+``GET /api/runs``                ``{"runs": [{"name", "model", "dataset", "latent_dim"}], "default": name,
+                                 "reports": [...]}`` (``reports``: the served folder's, see ``/reports/``)
+``GET /api/info``                ``{"model", "latent_dim", "dataset", "classes", "map", "stats", "limits", ...}``;
+                                 ``"warnings"``: sentences on the metrics of its evaluation.json at chance level
+``GET /api/points``              ``{"points": [{"x", "y", "label", "index"}, ...]}``: the test codes' 2-D map
+``GET /api/items/{index}``       test item ``index``: ``{"image", "reconstruction", "z", "label", "class"}``; for a
+                                 multimodal run also ``"word"`` (decoded from the image's code), ``"text"`` (the
+                                 item's own) and ``"nearest_recordings"``: ``[{"id", "digit", "row", "recording",
+                                 "distance"}, ...]`` (with audio: the test recordings nearest the image's code)
+``GET /api/images/{index}``      test item ``index``'s image as a PNG (the map's hover preview)
+``POST /api/encode``             ``{"index": int}`` -> ``{"z": [float, ...]}``
+``POST /api/decode``             ``{"z": [float, ...]}`` (latent_dim values) -> ``{"image": "data:image/png;base64,..."}``
+                                 (a multimodal run adds the code's ``"word"`` and ``"nearest_recordings"``)
+``POST /api/interpolate``        ``{"a": int, "b": int, "steps": int}`` -> ``{"z": [[...], ...], "images": [...]}``
+``POST /api/sample``             ``{"n": int, "seed": int | null}`` -> ``{"images": [...]}`` (generative models)
+``POST /api/text``               ``{"text": str, "n": int, "seed": int | null}`` -> ``{"text", "word", "z": [[...]],
+                                 "images": [...], "unknown": [...]}``: images generated from a text (multimodal
+                                 runs with text; 400 for the others): the first decoded from the text's code, the
+                                 rest from codes drawn from q(z | text); ``word``: what the text decoder reads back;
+                                 ``unknown``: the text's words no training text holds; with audio also the
+                                 ``"nearest_recordings"`` of the text's code
+``GET /api/recordings``          ``{"placement", "recordings": [{"id", "digit", "row", "recording", "x", "y"}]}``:
+                                 a multimodal run's test recordings and where their codes lie on the map (400
+                                 without audio)
+``GET /api/recordings/{index}``  recording ``index``: ``{"mfcc", "reconstruction", "image", "word", "z", ...}``: its
+                                 MFCC picture, the audio decoder's picture of its code, the image and word decoded
+                                 from its code
+``GET /files/{name}``            one of the run's own files listed in ``/api/info``'s ``files`` (its report, figures)
+``GET /reports/{name}``          an HTML file of the served folder of runs (a comparison report), listed in
+                                 ``/api/runs``'s ``reports``; ``/reports/{run}/{name}``: a run's file, for its links
+===============================  ====================================================================
+
+An index past the end (a test item, a recording) is a 422 on every route, with the same sentence
+(``index 1000 is out of range: the test set has 1000 items (0 to 999)``), as are a negative or non-integer one.
 
 A multimodal run is shown through its image modality: the map, ``/api/encode`` and ``/api/decode`` are about
 its images' codes (``/api/info``'s ``map_modality`` says which; ``modalities``, ``text`` and ``recordings``
 describe the rest).
 
-Every request is validated; a bad one gets a JSON ``{"detail": ...}`` with a 4xx status and no traceback.
+Every request that reaches the app is validated; a bad one gets a JSON ``{"detail": ...}`` with a 4xx status
+and no traceback. (A request that is not valid HTTP, e.g. a malformed Content-Length or Host header, is
+answered by uvicorn itself, before the app, with a plain-text 400.)
 Request bodies are bounded (:data:`LIMITS`); no part of a request path ever becomes a file-system path:
 assets are looked up by name in a table made when the app starts, a run's files by name in the listing of
 its folder (plain files directly in it), runs by name among those served. Run files are sent with a
@@ -50,6 +68,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from ..data import Dataset
 from ..data.multimodal import ALPHABET, TEXT_LENGTH
 from ..errors import AelabError
+from ..runfolder import CONFIG
 from .views import RunView, find_runs
 
 logger = logging.getLogger(__name__)
@@ -136,11 +155,40 @@ class PointsAnswer(BaseModel):
     points: list[Point]
 
 
-class Recording(BaseModel):
+class RecordingEntry(BaseModel):
+    id: int = Field(description="the recording, for /api/recordings/{id}")
     digit: int = Field(description="the digit spoken")
     row: int = Field(description="a test item paired with this recording")
     recording: int | None = Field(description="its index in the FSDD file, when known")
-    distance: float = Field(description="from the image's code, in the shared latent space")
+
+
+class Recording(RecordingEntry):
+    distance: float = Field(description="from the code asked about, in the shared latent space")
+
+
+class DecodeAnswer(ImageAnswer):
+    word: str | None = Field(None, description="multimodal runs with text: the text decoded from the code")
+    nearest_recordings: list[Recording] | None = Field(
+        None, description="multimodal runs with audio: the test recordings whose codes lie nearest the code")
+
+
+class MapRecording(RecordingEntry):
+    x: float
+    y: float
+
+
+class RecordingsAnswer(BaseModel):
+    placement: str = Field(description="'projected' (a linear map) or 'nearest images' (each at the mean "
+                                        "position of the image codes nearest its code)")
+    recordings: list[MapRecording]
+
+
+class RecordingAnswer(RecordingEntry):
+    z: list[float]
+    mfcc: str = Field(description="its MFCCs as a PNG heat-map: time left to right, coefficient 1 at the bottom")
+    reconstruction: str = Field(description="the audio decoder's MFCCs for its code, drawn the same way")
+    image: str = Field(description="the image decoded from its code")
+    word: str | None = Field(None, description="with text: the text decoded from its code")
 
 
 class ItemAnswer(BaseModel):
@@ -167,6 +215,10 @@ class InterpolateAnswer(ImagesAnswer):
 class TextAnswer(InterpolateAnswer):
     text: str
     word: str = Field(description="what the text decoder writes for the text's code")
+    unknown: list[str] = Field(description="the text's words that no training text holds (still read, letter "
+                                           "by letter)")
+    nearest_recordings: list[Recording] | None = Field(
+        None, description="with audio: the test recordings whose codes lie nearest the text's code")
 
 
 class RunSummary(BaseModel):
@@ -179,6 +231,7 @@ class RunSummary(BaseModel):
 class RunsAnswer(BaseModel):
     runs: list[RunSummary]
     default: str
+    reports: list[str] = Field(description="HTML files of the served folder (a comparison report), at /reports/")
 
 
 class InfoAnswer(RunSummary):
@@ -324,6 +377,8 @@ def create_app(path: str | Path | None = None, *, views: dict[str, RunView] | No
                   description="Browse a trained autoencoder's latent space: the map of the test codes, "
                               "decoding of any code, interpolations and samples.")
     app.state.views, app.state.default = views, next(iter(views))
+    # a folder of runs (not a run itself): its own HTML files (a comparison report) are linked from the page
+    app.state.folder = Path(path) if path is not None and not (Path(path) / CONFIG).is_file() else None
     app.state.assets = {p.name: p.read_bytes() for p in STATIC.iterdir() if p.is_file() and p.suffix in CONTENT_TYPES}
     app.add_middleware(BodySizeLimit, max_body=LIMITS["max_body"])
     app.add_middleware(SecurityHeaders)  # added last, so it wraps the other: its 413 and 400 get the headers too
@@ -336,11 +391,31 @@ def create_app(path: str | Path | None = None, *, views: dict[str, RunView] | No
 
 
 def checked_index(view: RunView, index: int) -> int:
-    """``index`` when the run has such a test item, else a 422 that says the range."""
-    if index >= view.count:
-        raise HTTPException(422, f"index {index} is out of range: the test set has {view.count} items "
-                                 f"(0 to {view.count - 1})")
+    """``index`` when the run has such a test item, else a 422 that says the range: one rule for every route."""
+    return in_range(index, view.count, "index", "items")
+
+
+def in_range(index: int, count: int, what: str, things: str) -> int:
+    """``index`` when ``0 <= index < count``, else a 422 with the sentence every route uses."""
+    if not 0 <= index < count:
+        raise HTTPException(422, f"{what} {index} is out of range: the test set has {count} {things} "
+                                 f"(0 to {count - 1})")
     return index
+
+
+def audio_of(view: RunView) -> RunView:
+    """``view`` when its run has recordings, else a 400 that says which runs have."""
+    if not view.has_audio:
+        raise HTTPException(400, f"the run {view.name} has no audio modality; serve a multimodal run trained with "
+                                 f"audio (--modalities image,audio,text)")
+    return view
+
+
+def report_files(folder: Path | None) -> list[str]:
+    """The HTML files directly in the served folder of runs (plain files, not links), by name."""
+    if folder is None:
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and not p.is_symlink() and p.suffix == ".html")
 
 
 # ---------------------------------------------------------------------------------------------- the routes
@@ -364,17 +439,38 @@ def static(request: Request, name: str) -> Response:
 
 @page_routes.get("/files/{name}")
 def run_file(view: View, name: str) -> Response:
+    return _run_file(view, name)
+
+
+def _run_file(view: RunView, name: str) -> Response:
     if name not in view.files():  # a name from the folder's own listing: never a path built from the request
         raise HTTPException(404, "no such file in this run")
     return Response((view.path / name).read_bytes(), media_type=CONTENT_TYPES[Path(name).suffix],
                     headers={"content-security-policy": RUN_FILE_POLICY})
 
 
+@page_routes.get("/reports/{name}")
+def folder_report(request: Request, name: str) -> Response:
+    folder = request.app.state.folder
+    if name not in report_files(folder):  # a name from the folder's own listing, as for a run's files
+        raise HTTPException(404, "no such report in the served folder")
+    return Response((folder / name).read_bytes(), media_type=CONTENT_TYPES[".html"],
+                    headers={"content-security-policy": RUN_FILE_POLICY})
+
+
+@page_routes.get("/reports/{run}/{name}")
+def folder_run_file(request: Request, run: str, name: str) -> Response:
+    """A run's file under the folder report's address, so the report's relative links (``conv/report.html``)
+    lead somewhere."""
+    return _run_file(view_of(request, run), name)
+
+
 @api_routes.get("/api/runs", response_model=RunsAnswer)
 def runs(request: Request) -> dict:
     """The runs served, the one answered when ``?run=`` is not given first."""
     views = request.app.state.views
-    return {"runs": [v.summary() for v in views.values()], "default": request.app.state.default}
+    return {"runs": [v.summary() for v in views.values()], "default": request.app.state.default,
+            "reports": report_files(request.app.state.folder)}
 
 
 @api_routes.get("/api/info", response_model=InfoAnswer)
@@ -393,17 +489,14 @@ def points(view: View) -> Response:
 @api_routes.get("/api/items/{index}", response_model=ItemAnswer, response_model_exclude_unset=True)
 def item(view: View, index: ItemIndex) -> dict:
     """Test item ``index``: its image, its reconstruction and its code."""
-    if index >= view.count:
-        raise HTTPException(404, f"no test item {index}; the test set has {view.count} items")
-    return view.item(index)
+    return view.item(checked_index(view, index))
 
 
 @api_routes.get("/api/images/{index}", responses={200: {"content": {"image/png": {}}}}, response_class=Response)
 def image(view: View, index: ItemIndex) -> Response:
     """Test item ``index``'s image as a PNG."""
-    if index >= view.count:
-        raise HTTPException(404, f"no test item {index}; the test set has {view.count} items")
-    return Response(view.input_png(index), media_type="image/png", headers={"cache-control": "max-age=3600"})
+    return Response(view.input_png(checked_index(view, index)), media_type="image/png",
+                    headers={"cache-control": "max-age=3600"})
 
 
 @api_routes.post("/api/encode", response_model=CodeAnswer)
@@ -412,13 +505,13 @@ def encode(view: View, body: EncodeRequest) -> dict:
     return {"z": view.encode(checked_index(view, body.index))}
 
 
-@api_routes.post("/api/decode", response_model=ImageAnswer)
+@api_routes.post("/api/decode", response_model=DecodeAnswer, response_model_exclude_unset=True)
 def decode(view: View, body: DecodeRequest) -> dict:
-    """The image the decoder makes of the code ``z``."""
+    """The image the decoder makes of the code ``z``; for a multimodal run also its word and nearest recordings."""
     latent = view.predictor.latent_dim
     if len(body.z) != latent:
         raise HTTPException(422, f"z has {len(body.z)} values but this run's codes have {latent}")
-    return {"image": view.decode([body.z])[0]}
+    return view.code_answer(body.z)
 
 
 @api_routes.post("/api/interpolate", response_model=InterpolateAnswer)
@@ -436,7 +529,19 @@ def sample(view: View, body: SampleRequest) -> dict:
     return {"images": view.sample(body.n, body.seed)}
 
 
-@api_routes.post("/api/text", response_model=TextAnswer)
+@api_routes.get("/api/recordings", response_model=RecordingsAnswer)
+def recordings(view: View) -> dict:
+    """A multimodal run's test recordings and where their codes lie on the map (runs with audio; 400 else)."""
+    return audio_of(view).recording_points()
+
+
+@api_routes.get("/api/recordings/{index}", response_model=RecordingAnswer, response_model_exclude_unset=True)
+def recording(view: View, index: ItemIndex) -> dict:
+    """Test recording ``index``: its MFCC picture and what its code decodes to (runs with audio; 400 else)."""
+    return view.recording(in_range(index, len(audio_of(view).recordings), "recording", "recordings"))
+
+
+@api_routes.post("/api/text", response_model=TextAnswer, response_model_exclude_unset=True)
 def text(view: View, body: TextRequest) -> dict:
     """Images generated from a text (multimodal runs with text; 400 for the others)."""
     if not view.has_text:

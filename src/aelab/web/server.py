@@ -5,6 +5,7 @@ The socket is bound here, before uvicorn starts, so that a port in use or an unk
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import threading
@@ -42,14 +43,35 @@ def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
         sock.listen(128)
     except OSError as exc:
         sock.close()
-        raise AelabError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port "
-                         f"(or --port 0 for a free one)") from None
+        raise AelabError(bind_advice(host, port, exc)) from None
     return sock
 
 
+def bind_advice(host: str, port: int, exc: OSError) -> str:
+    """One line on why ``host``:``port`` cannot be listened on, with the fix that fits the cause."""
+    why = f"cannot listen on {host}:{port} ({exc.strerror or exc})"
+    if exc.errno == errno.EADDRINUSE:
+        return f"{why}: the port is taken; choose another --port (or --port 0 for a free one)"
+    if exc.errno in (errno.EACCES, errno.EPERM) and 0 < port < 1024:
+        return f"{why}: ports below 1024 need administrator rights; choose --port 1024 or above"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (f"{why}: {host} is not an address of this machine; give one of its addresses with --host "
+                f"(127.0.0.1 for this machine only, 0.0.0.0 for all its interfaces)")
+    return f"{why}; check --host {host} (an address of this machine) and --port {port}"
+
+
 def url_of(sock: socket.socket) -> str:
+    """The address to open in a browser: the socket's own, or a loopback one when it listens on every
+    interface (0.0.0.0 or ::, which a browser cannot open)."""
     host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
     return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+
+
+def listens_everywhere(sock: socket.socket) -> bool:
+    """Whether ``sock`` listens on every interface of the machine (0.0.0.0 or ::)."""
+    return sock.getsockname()[0] in ("0.0.0.0", "::")
 
 
 def serve(app, sock: socket.socket) -> None:

@@ -4,8 +4,10 @@ A :class:`RunView` is built once when the server starts (the statistics and the 
 folder, or computed there once, see :func:`aelab.predict.ensure_latent_files`); requests only read it.
 
 A multimodal run is shown through its image modality (the map is of the test images' codes, the sliders
-decode images); with text it also turns words into images and images into words, and with audio it finds
-the test recordings whose codes lie nearest an image's code in the shared space (:class:`Recordings`).
+decode images); with text it also turns words into images and any code into a word (flagging the words of a
+text that training never showed), and with audio it draws each test recording as its MFCC picture, places
+the recordings' codes on the map beside the images' and finds the recordings nearest any code in the shared
+space (:class:`Recordings`).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import base64
 import dataclasses
 import json
 import math
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -24,12 +27,17 @@ import torch
 from ..data import Dataset, as_float
 from ..data.multimodal import ALPHABET, decode_text
 from ..errors import AelabError
+from ..evaluation.chance import run_chance_warnings
+from ..models.base import SPARSE, has
 from ..predict import Predictor, Projection, ensure_latent_files
 from ..registry import accepted_fields, model_class
 from ..runfolder import CONFIG, load_run_data
 
 SERVED_SUFFIXES = (".html", ".png", ".json", ".jsonl", ".csv", ".md")  # run files the page may link to
 NEAREST = 5  # recordings listed beside a multimodal run's image
+PLACE_NEIGHBOURS = 5  # on a t-SNE map, a recording is drawn at the mean position of the image codes nearest it
+MFCC_REACH = 2.5  # standardised MFCC values drawn at full colour (beyond: clipped); 0 (the training mean) is white
+WORD = re.compile(r"[A-Za-z]+|[0-9]+")  # the words of a text: runs of letters or of digits
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -88,6 +96,21 @@ def bar_pixels(values: torch.Tensor, lo: float, hi: float, behind: torch.Tensor 
     return image
 
 
+def mfcc_pixels(features: torch.Tensor, reach: float = MFCC_REACH) -> np.ndarray:
+    """A recording's MFCC features (T frames, C coefficients), standardised, as an RGB heat-map (C, T, 3): time
+    left to right, the first coefficient at the bottom; blue below the training mean, red above, white at it."""
+    v = (features.detach().float().cpu().T.flip(0) / reach).clamp(-1, 1).cpu().numpy()  # (C, T) in [-1, 1]
+    white, red, blue = np.array([255.0, 255, 255]), np.array([178.0, 24, 43]), np.array([33.0, 102, 172])
+    t = np.abs(v)[..., None]
+    pixels = (1 - t) * white + t * np.where(v[..., None] >= 0, red, blue)
+    return pixels.round().astype(np.uint8)
+
+
+def words_of(text: str) -> list[str]:
+    """The words of ``text``: runs of letters or of digits ("7 (seven)" -> ["7", "seven"])."""
+    return WORD.findall(text)
+
+
 def find_runs(path: str | Path) -> list[Path]:
     """The run folders to serve: ``path`` itself when it is a run, else the run folders directly inside it."""
     path = Path(path)
@@ -117,14 +140,17 @@ def run_dataset(run_dir: Path, config, cache: dict, audio_data: str | None = Non
 
 @dataclass
 class Recordings:
-    """A multimodal run's distinct test recordings: their codes in the shared space, to find the ones nearest
-    any code. ``rows[i]`` is a test row paired with recording ``i``; ``ids`` its index in the FSDD file (when
-    the data says)."""
+    """A multimodal run's distinct test recordings: their MFCC features, their codes in the shared space (to find
+    the ones nearest any code) and where they lie on the map. Recording ``i`` (its id in the API) is paired with
+    test row ``rows[i]``; ``ids[i]`` is its index in the FSDD file (when the data says)."""
 
     codes: torch.Tensor  # (R, latent_dim)
     digits: np.ndarray  # (R,) int64, -1 when unknown
     rows: np.ndarray  # (R,) int64
     ids: np.ndarray | None  # (R,) int64
+    features: torch.Tensor  # (R, T, C) standardised MFCCs, as the model reads them
+    points: np.ndarray | None = None  # (R, 2) map positions (see place)
+    placement: str = ""  # how the points were found: "projected" (a linear map) or "nearest images" (t-SNE)
 
     @classmethod
     def of(cls, predictor: Predictor, data: Dataset, labels: np.ndarray) -> "Recordings":
@@ -137,16 +163,51 @@ class Recordings:
             _, rows = np.unique(audio.reshape(n, -1).cpu().numpy(), axis=0, return_index=True)
             ids = None
         rows = np.sort(rows) if ids is None else rows
-        codes = predictor.encode(audio[torch.as_tensor(rows)], modality="audio")
-        return cls(codes, labels[rows], rows.astype(np.int64), ids)
+        features = audio[torch.as_tensor(rows)].float().cpu()
+        codes = predictor.encode(features, modality="audio")
+        return cls(codes, labels[rows], rows.astype(np.int64), ids, features)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def place(self, projection: Projection, image_codes: torch.Tensor | None) -> None:
+        """Put the recordings on the map of the image codes: a linear map projects their codes exactly; on a
+        t-SNE map (no projection of new codes) each goes to the mean position of the ``PLACE_NEIGHBOURS`` mapped
+        image codes nearest its code, the usual out-of-sample placement (``image_codes``: the test images' codes,
+        needed only then)."""
+        if projection.linear:
+            axes = torch.as_tensor(projection.axes, dtype=torch.float32)  # (2, D)
+            origin = torch.as_tensor(projection.origin, dtype=torch.float32)
+            # the map's position -> code is origin + x a0 + y a1; least squares inverts it for any axes
+            self.points = torch.linalg.lstsq(axes.T, (self.codes - origin).T).solution.T.cpu().numpy()
+            self.placement = "projected"
+            return
+        mapped = image_codes[torch.as_tensor(projection.index)]
+        k = min(PLACE_NEIGHBOURS, len(mapped))
+        near = torch.cdist(self.codes, mapped).topk(k, largest=False).indices.cpu().numpy()  # (R, k)
+        self.points = np.asarray(projection.points, np.float32)[near].mean(1)
+        self.placement = "nearest images"
+
+    def entry(self, i: int, distance: float | None = None) -> dict:
+        """Recording ``i`` as the API lists it."""
+        out = {"id": int(i), "digit": int(self.digits[i]), "row": int(self.rows[i]),
+               "recording": int(self.ids[i]) if self.ids is not None else None}
+        if distance is not None:
+            out["distance"] = round(float(distance), 4)
+        return out
 
     def nearest(self, z: torch.Tensor, k: int = NEAREST) -> list[dict]:
         """The ``k`` recordings whose codes are nearest ``z`` (latent_dim,), nearest first (Euclidean)."""
         distance = torch.cdist(z.reshape(1, -1).float(), self.codes)[0]
         order = torch.argsort(distance)[:k].tolist()
-        return [{"digit": int(self.digits[i]), "row": int(self.rows[i]),
-                 "recording": int(self.ids[i]) if self.ids is not None else None,
-                 "distance": round(float(distance[i]), 4)} for i in order]
+        return [self.entry(i, distance[i]) for i in order]
+
+
+def chance_at_load(predictor: Predictor, data: Dataset) -> list[str]:
+    """One sentence per metric of the run's evaluation.json that sits at its chance level, with the likely fix
+    (:func:`aelab.evaluation.chance.chance_warnings`, as at the end of ``aelab train``); none when the run has
+    no current evaluation."""
+    return run_chance_warnings(predictor.run, data) if predictor.run is not None else []
 
 
 @dataclass
@@ -166,6 +227,8 @@ class RunView:
     hi: float = 1.0  # ... and white
     texts: list[str] | None = None  # a multimodal run with text: each test row's paired text
     recordings: Recordings | None = None  # a multimodal run with audio: its test recordings' codes
+    vocabulary: frozenset[str] | None = None  # a multimodal run with text: the words of its training texts
+    warnings: list[str] = dataclasses.field(default_factory=list)  # the run learned nothing: see chance_at_load
 
     @classmethod
     def load(cls, run_dir: str | Path, name: str | None = None, data: Dataset | None = None, method: str = "tsne",
@@ -189,13 +252,16 @@ class RunView:
         lo, hi = (0.0, 1.0) if bounded else (float(x.min()), float(x.max()))
         if not bounded and x.dim() == 2 and x.numel() > 1:  # a table's rows: a few extreme values would flatten the bars
             lo, hi = (float(v) for v in torch.quantile(x.float().flatten()[:1_000_000], torch.tensor([0.01, 0.99])))
-        texts = recordings = None
+        texts = recordings = vocabulary = None
         if "text" in predictor.modalities:
             texts = decode_text(test["text"])
+            written = torch.unique(data.inputs("train")["text"], dim=0)  # a few dozen distinct texts
+            vocabulary = frozenset(w for t in decode_text(written) for w in words_of(t))
         if "audio" in predictor.modalities and predictor.modality != "audio":
             recordings = Recordings.of(predictor, data, labels)
+            recordings.place(projection, None if projection.linear else predictor.encode(x))
         return cls(name or run_dir.name, run_dir, predictor, x, labels, data.classes, data.name, stats, projection,
-                   lo, hi, texts, recordings)
+                   lo, hi, texts, recordings, vocabulary, chance_at_load(predictor, data))
 
     # ------------------------------------------------------------------ answers
     def __post_init__(self):
@@ -216,6 +282,10 @@ class RunView:
     def has_text(self) -> bool:
         return self.texts is not None
 
+    @property
+    def has_audio(self) -> bool:
+        return self.recordings is not None
+
     def multimodal_info(self) -> dict:
         """What the page needs to know of a multimodal run (None values for a one-modality run)."""
         p = self.predictor
@@ -224,8 +294,7 @@ class RunView:
             spec = p.specs["text"]
             text = {"max_length": int(spec.shape[0]), "alphabet": ALPHABET}
         return {"modalities": list(p.modalities) if len(p.modalities) > 1 else None, "map_modality": p.modality,
-                "text": text,
-                "recordings": len(self.recordings.rows) if self.recordings is not None else None}
+                "text": text, "recordings": len(self.recordings) if self.has_audio else None}
 
     def info(self, limits: dict) -> dict:
         p, proj, history = self.predictor, self.projection, self.predictor.run.history
@@ -238,7 +307,8 @@ class RunView:
                         "points": len(proj.index), **linear},
                 "stats": {k: self.stats[k] for k in ("mean", "std", "min", "max")},
                 "flat": self.flat,  # a table's rows: the page draws inputs and outputs as bars
-                "limits": limits, **self.multimodal_info()}
+                "sparse": has(p.model, SPARSE),  # a sparse code: the page offers the item's active units as sliders
+                "warnings": self.warnings, "limits": limits, **self.multimodal_info()}
 
     def label_name(self, label: int) -> str | None:
         if label < 0:
@@ -284,6 +354,16 @@ class RunView:
     def decode(self, z) -> list[str]:
         return [data_url(self.png(out)) for out in self.predictor.decode(torch.tensor(z, dtype=torch.float32))]
 
+    def code_answer(self, z: list[float]) -> dict:
+        """One code as the page shows it: its image; for a multimodal run also its word (with text) and the
+        test recordings nearest it (with audio), so every panel follows the code on screen."""
+        answer = {"image": self.decode([z])[0]}
+        if self.has_text:
+            answer["word"] = self.predictor.decode_text([z])[0]
+        if self.has_audio:
+            answer["nearest_recordings"] = self.recordings.nearest(torch.tensor(z, dtype=torch.float32))
+        return answer
+
     def interpolate(self, a: int, b: int, steps: int) -> tuple[list[list[float]], list[str]]:
         za, zb = self.predictor.encode(self.x[[a, b]])
         codes = self.predictor.interpolate(za, zb, steps)
@@ -293,8 +373,36 @@ class RunView:
         """Images generated from ``text``: the decoding of its code, then of ``n - 1`` codes drawn from
         q(z | text); with the word the text decoder reads back from the first code."""
         codes = self.predictor.text_codes(text, n, seed)
-        return {"text": text, "word": self.predictor.decode_text(codes[:1])[0], "z": codes.tolist(),
-                "images": [data_url(self.png(out)) for out in self.predictor.decode(codes)]}
+        answer = {"text": text, "word": self.predictor.decode_text(codes[:1])[0], "z": codes.tolist(),
+                  "images": [data_url(self.png(out)) for out in self.predictor.decode(codes)],
+                  "unknown": self.unknown_words(text)}
+        if self.has_audio:
+            answer["nearest_recordings"] = self.recordings.nearest(codes[0])
+        return answer
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` that no training text holds (in order, once each): the model still reads
+        them, letter by letter, but has never seen them."""
+        return list(dict.fromkeys(w for w in words_of(text) if w not in (self.vocabulary or ())))
+
+    def recording(self, i: int) -> dict:
+        """Test recording ``i``: its MFCC picture, the audio decoder's picture of its code, and what the code
+        gives in the other modalities: the image (and the word, with text) decoded from it."""
+        rec = self.recordings
+        z = rec.codes[i:i + 1]
+        answer = {**rec.entry(i), "z": z[0].tolist(), "mfcc": data_url(png_bytes(mfcc_pixels(rec.features[i]))),
+                  "reconstruction": data_url(png_bytes(mfcc_pixels(self.predictor.decode(z, modality="audio")[0]))),
+                  "image": data_url(self.png(self.predictor.decode(z)[0]))}
+        if self.has_text:
+            answer["word"] = self.predictor.decode_text(z)[0]
+        return answer
+
+    def recording_points(self) -> dict:
+        """Every test recording with its map position."""
+        rec = self.recordings
+        return {"placement": rec.placement,
+                "recordings": [{**rec.entry(i), "x": round(float(rec.points[i][0]), 4),
+                                "y": round(float(rec.points[i][1]), 4)} for i in range(len(rec))]}
 
     def sample(self, n: int, seed: int | None) -> list[str]:
         return [data_url(self.png(out)) for out in self.predictor.sample(n, seed)]
