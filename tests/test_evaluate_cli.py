@@ -13,9 +13,10 @@ import aelab
 import aelab.viz
 from aelab.cli import main
 from aelab.evaluation import read_evaluation
-from aelab.evaluation.specs import METRIC_KEYS as ALL_KEYS, NOISE_KEYS
+from aelab.evaluation.specs import METRIC_KEYS as ALL_KEYS, NOISE_KEYS, SPARSE_KEYS
 
-METRIC_KEYS = [k for k in ALL_KEYS if k not in NOISE_KEYS]  # these runs were trained without --noise
+# these runs were trained without --noise, and neither is a sparse model (which alone counts dead units in training)
+METRIC_KEYS = [k for k in ALL_KEYS if k not in (*NOISE_KEYS, *SPARSE_KEYS)]
 
 VARIATIONAL_ONLY = {"neg_elbo", "iwae_nll", "iwae_samples"}
 

@@ -8,7 +8,7 @@ from torch import nn
 
 import aelab
 from aelab.errors import AelabError
-from aelab.evaluation.specs import NOISE_KEYS
+from aelab.evaluation.specs import NOISE_KEYS, SPARSE_KEYS
 from aelab.evaluation import (METRIC_KEYS, active_units, bce_per_image, dead_fraction, evaluate_model,
                               firing_rates, hoyer_sparsity, is_variational, iwae_from_log_weights, iwae_nll,
                               mse_per_pixel, neg_elbo, probe_accuracies, sparsity_summary, stratified_subset)
@@ -187,6 +187,8 @@ def test_evaluate_model_on_a_perfect_model():
     assert "neg_elbo" not in result and "iwae_nll" not in result
     assert result["linear_probe_accuracy"] == 1.0 and result["knn_accuracy"] == 1.0
     assert result["latent_dim"] == 4 and len(result["firing_rates"]) == 4
+    assert result["explained_variance"] == 1.0  # a perfect reconstruction explains all the variance
+    assert result["pixel_probe_accuracy"] == result["linear_probe_accuracy"]  # the code is the input
 
 
 def test_evaluate_model_without_labels_skips_probes(small_mnist):
@@ -198,15 +200,18 @@ def test_evaluate_model_without_labels_skips_probes(small_mnist):
 
 def test_evaluate_model_keys_for_vae_and_dense(tiny_vae, small_mnist):
     result = evaluate_model(tiny_vae, small_mnist, iwae_samples=5, progress=False, binarize=True)
-    assert set(METRIC_KEYS) - set(NOISE_KEYS) <= set(result) and result["iwae_samples"] == 5 and result["binarized"]
-    assert not set(NOISE_KEYS) & set(result)  # trained without --noise: no denoising metrics
-    assert result == {**evaluate_model(tiny_vae, small_mnist, iwae_samples=5, progress=False, binarize=True),
-                      "seconds": result["seconds"]}  # seeded: the same numbers again
+    assert set(METRIC_KEYS) - {*NOISE_KEYS, *SPARSE_KEYS} <= set(result)
+    assert result["iwae_samples"] == 5 and result["binarized"]
+    assert not {*NOISE_KEYS, *SPARSE_KEYS} & set(result)  # without --noise, not sparse: no such metrics
+    timing = ("seconds", "seconds_by_part", "pixel_probe_cached")  # (the pixel probe is cached the second time)
+    again = evaluate_model(tiny_vae, small_mnist, iwae_samples=5, progress=False, binarize=True)
+    assert not result["pixel_probe_cached"] and again["pixel_probe_cached"]
+    assert result == {**again, **{k: result[k] for k in timing}}  # seeded: the same numbers again
     assert "iwae_nll" not in evaluate_model(tiny_vae, small_mnist, iwae_samples=0, progress=False)
     dense = aelab.build_model("dense", latent_dim=4, hidden_dims=[16])
     result = evaluate_model(dense, small_mnist, progress=False)
     assert not {"neg_elbo", "iwae_nll", "iwae_samples"} & set(result)
-    assert set(METRIC_KEYS) - {"neg_elbo", "iwae_nll", "iwae_samples", *NOISE_KEYS} <= set(result)
+    assert set(METRIC_KEYS) - {"neg_elbo", "iwae_nll", "iwae_samples", *NOISE_KEYS, *SPARSE_KEYS} <= set(result)
     with pytest.raises(AelabError, match="iwae_samples"):
         evaluate_model(tiny_vae, small_mnist, iwae_samples=-1)
 

@@ -9,9 +9,13 @@ from aelab.errors import AelabError
 from aelab.modality import IMAGE, Modality
 from aelab.models.base import CAPABILITIES, GENERATIVE, MULTIMODAL, SPARSE, VARIATIONAL, AEOutput, has
 
+from aelab.models.sparse import PENALTIES
+
 from .conftest import TINY_KWARGS
 
 NAMES = sorted(aelab.MODELS)
+# every registered model, and the sparse family once per penalty (each penalty is its own code path)
+VARIANTS = NAMES + [f"sparse:{penalty}" for penalty in PENALTIES if penalty != TINY_KWARGS["sparse"]["penalty"]]
 IMAGE_SPECS = {IMAGE: Modality(IMAGE, (1, 28, 28), "uint8", "bernoulli")}
 PAIRED_SPECS = mm.modality_specs(("image", "audio", "text"))  # image (1, 28, 28), audio (32, 13), text (16,) ids
 EXPECTED = {"dense": set(), "conv": set(), "sparse": {SPARSE}, "vae": {GENERATIVE, VARIATIONAL},
@@ -19,7 +23,7 @@ EXPECTED = {"dense": set(), "conv": set(), "sparse": {SPARSE}, "vae": {GENERATIV
 
 
 def specs_of(name):
-    return PAIRED_SPECS if has(aelab.MODELS[name], MULTIMODAL) else IMAGE_SPECS
+    return PAIRED_SPECS if has(aelab.MODELS[name.split(":")[0]], MULTIMODAL) else IMAGE_SPECS
 
 
 def test_every_model_has_tiny_settings_and_declared_capabilities():
@@ -29,8 +33,11 @@ def test_every_model_has_tiny_settings_and_declared_capabilities():
 
 
 def _build(name, seed=0, **extra):
+    """``name`` is a registry name, or ``sparse:PENALTY`` for the sparse family with that penalty."""
     torch.manual_seed(seed)
-    return aelab.build_model(name, modalities=specs_of(name), **{**TINY_KWARGS[name], **extra})
+    family, _, penalty = name.partition(":")
+    settings = {**TINY_KWARGS[family], **({"penalty": penalty, "k": 2} if penalty else {}), **extra}
+    return aelab.build_model(family, modalities=specs_of(name), **settings)
 
 
 def _batch(name, n=6, seed=1):
@@ -46,7 +53,7 @@ def _batch(name, n=6, seed=1):
     return out
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", VARIANTS)
 def test_output_and_verbs(name):
     model = _build(name)
     batch = _batch(name)
@@ -70,7 +77,7 @@ def test_output_and_verbs(name):
         assert torch.allclose(path[0], z[0]) and torch.allclose(path[-1], z[1], atol=1e-6)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", VARIANTS)
 def test_capabilities_are_what_the_model_can_do(name):
     model = _build(name).eval()
     batch = _batch(name)
@@ -98,7 +105,7 @@ def test_shared_fusion_narrows_the_capabilities():
         model.sample(2)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", VARIANTS)
 def test_gradients_reach_every_parameter(name):
     model = _build(name)
     model(_batch(name, 32)).loss.backward()
@@ -107,7 +114,7 @@ def test_gradients_reach_every_parameter(name):
         assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f"{pname} has a zero gradient"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", VARIANTS)
 def test_save_load_round_trip(name, tmp_path):
     model = _build(name).eval()
     aelab.save_model(model, tmp_path / "m.pt")
@@ -119,7 +126,14 @@ def test_save_load_round_trip(name, tmp_path):
         assert torch.equal(model.reconstruct(batch), back.reconstruct(batch))
 
 
-@pytest.mark.parametrize("name", NAMES)
+def _same(a, b) -> bool:
+    """Equal tensors, NaN matching NaN (a sparse unit that kept nothing yet has a NaN threshold)."""
+    if a.is_floating_point():
+        return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+    return torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
 def test_same_seed_same_weights_after_a_step(name):
     states = []
     for _ in range(2):
@@ -129,12 +143,12 @@ def test_same_seed_same_weights_after_a_step(name):
         model(_batch(name)).loss.backward()
         opt.step()
         states.append(model.state_dict())
-    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert all(_same(states[0][k], states[1][k]) for k in states[0])
     other = _build(name, seed=4).state_dict()
     assert not all(torch.equal(states[0][k], other[k]) for k in other)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", VARIANTS)
 def test_wrong_input_shape_is_a_clear_error(name):
     model = _build(name)
     batch = _batch(name, 2)

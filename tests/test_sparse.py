@@ -4,6 +4,7 @@ import torch
 import aelab
 from aelab.errors import AelabError
 from aelab.losses import kl_sparsity_penalty
+from aelab.models.sparse import THRESHOLD_MOMENTUM
 
 
 def _sparse(**kw):
@@ -132,3 +133,79 @@ def test_bad_sparse_settings():
         _sparse(target_sparsity=1.5)
     with pytest.raises(AelabError, match="penalty must be"):
         _sparse(penalty="l2")
+    with pytest.raises(AelabError, match="k \\(40\\) cannot exceed latent_dim \\(16\\)"):
+        _sparse(penalty="batchtopk", k=40)
+    with pytest.raises(AelabError, match="wta penalty has no weight"):
+        _sparse(penalty="wta", sparsity_weight=0.1)
+
+
+def _linear(penalty, **kw):
+    """A one-linear-map sparse model (latent 32) of ``penalty``, in training mode."""
+    torch.manual_seed(0)
+    return aelab.build_model("sparse", (1, 28, 28), latent_dim=32, hidden_dims=[], penalty=penalty, **kw).train()
+
+
+def test_batchtopk_keeps_exactly_k_times_batch_in_training():
+    model = _linear("batchtopk", k=3)
+    pre = torch.randn(10, 32).abs() + 0.1  # every value positive: exactly 3 x 10 survive
+    code = model.activate(pre)
+    assert int((code != 0).sum()) == 30
+    assert torch.equal(code[code != 0].sort().values, pre.flatten().topk(30).values.sort().values)
+    assert (code != 0).sum(1).float().std() > 0, "per-sample counts vary: the k is per batch, not per sample"
+
+
+def test_batchtopk_threshold_reproduces_the_training_batch():
+    """The first training batch sets the inference threshold to the smallest value it kept; in eval mode the
+    threshold then keeps exactly the same activations of that batch (no batch needed at inference)."""
+    model = _linear("batchtopk", k=4)
+    pre = torch.randn(16, 32)
+    train_code = model.activate(pre)
+    assert model.threshold.item() == pytest.approx(train_code[train_code > 0].min().item())
+    model.eval()
+    assert torch.equal(model.activate(pre), train_code)
+    assert torch.equal(model.activate(pre[:1]), train_code[:1]), "one sample alone gets the same code"
+
+
+def test_batchtopk_threshold_is_a_running_mean():
+    model = _linear("batchtopk", k=2)
+    first, second = torch.randn(8, 32), torch.randn(8, 32) + 1.0
+    c1, c2 = model.activate(first), model.activate(second)
+    t1, t2 = c1[c1 > 0].min(), c2[c2 > 0].min()
+    assert model.threshold.item() == pytest.approx((t1 + THRESHOLD_MOMENTUM * (t2 - t1)).item(), rel=1e-6)
+
+
+def test_wta_keeps_each_units_share_of_the_batch():
+    model = _linear("wta", target_sparsity=0.1)
+    pre = torch.randn(40, 32).abs() + 0.1
+    code = model.activate(pre)
+    assert ((code != 0).sum(0) == 4).all(), "each unit keeps ceil(0.1 x 40) = 4 samples"
+    assert torch.equal(code != 0, pre >= pre.topk(4, dim=0).values[-1])
+    model.eval()  # per-unit thresholds: the smallest value each unit kept reproduces the training code
+    assert torch.equal(model.activate(pre), code)
+
+
+@pytest.mark.parametrize("penalty", ["batchtopk", "wta"])
+def test_batch_level_penalties_learn_and_stay_sparse(small_mnist, penalty):
+    """A few hundred steps on real digits: the reconstruction improves, and the inference code stays sparse
+    (batchtopk: about k units per image; wta: far fewer than all)."""
+    model = _linear(penalty, k=5) if penalty == "batchtopk" else _linear(penalty)
+    x = small_mnist.x_train[:1024].float() / 255
+    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    with torch.no_grad():
+        before = model.eval()(x).terms["recon"].item()
+    model.train()
+    for step in range(150):
+        batch = x[(step * 128) % 1024:][:128]
+        out = model(batch)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        after = model(x).terms["recon"].item()
+        l0 = (model.encode(x) > 0).sum(1).float().mean().item()
+    assert after < 0.8 * before, (before, after)
+    if penalty == "batchtopk":
+        assert 2.5 <= l0 <= 10, l0
+    else:
+        assert 0 < l0 < 0.5 * 32, l0

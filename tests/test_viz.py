@@ -219,7 +219,9 @@ def test_write_run_figures_draws_every_figure_that_applies(runs, small_mnist):
     written = write_run_figures(runs["vae"], small_mnist, method="pca")
     not_here = {"feature_reconstructions.png",  # a table's rows
                 "anomaly_roc.png", "anomaly_histograms.png", "anomaly_extremes.png",  # trained on normal classes
-                "denoising.png"}  # trained with --noise
+                "denoising.png",  # trained with --noise
+                "decoder_atoms.png",  # a decoder that is one linear map (the VAE's has a hidden layer)
+                "feature_density.png", "class_purity.png"}  # the sparse dashboard: models with the SPARSE capability
     assert set(written) == {f for f, _, _ in FIGURES} - not_here
     for name, path in written.items():
         assert path == runs["vae"].path / name

@@ -6,13 +6,22 @@ described once in the table of :mod:`aelab.evaluation.specs` (unit, meaning, whi
 Codes are ``model.codes(x)``, the code the decoder receives (posterior mean for a VAE) of the
 grey-level images. ``neg_elbo`` and ``iwae_nll`` use dynamically binarized test images (one seeded
 Bernoulli draw per pixel, the same draw for both) when the run was trained on binarized images,
-the grey-level images otherwise. Extra keys: ``active_threshold``, ``firing_rates`` (one per unit),
-``probe_train_samples``/``probe_train_total``, ``binarized``, ``test_samples``, ``seconds``, ``notes``, and
+the grey-level images otherwise. The probes read every train code (up to :data:`probes.MAX_TRAIN`);
+``pixel_probe_accuracy`` is the same linear probe on the raw inputs (cached: :func:`probes.pixel_probe`).
+The sparse dashboard (``l0``, ``dead_fraction``, ``mean_log10_feature_density``, ``explained_variance``,
+``mean_class_purity``) is written for every model, with the one threshold of :mod:`metrics`;
+``dead_fraction_training`` (with ``dead_after``, its window in training steps) for models with the SPARSE
+capability, which count the steps since each unit last fired. Extra keys: ``active_threshold``,
+``firing_rates`` (one per unit), ``active_units_mean`` (``l0``'s older name), ``probe_train_samples``/
+``probe_train_total``, ``linear_probe_converged``/``linear_probe_iterations``, ``pixel_probe_converged``/
+``pixel_probe_train_samples``/``pixel_probe_cached``, ``binarized``, ``test_samples``, ``seconds``,
+``seconds_by_part`` (reconstruction, encode_train, linear_probe, knn, pixel_probe, dashboard), ``notes``, and
 ``noise`` (the corruption behind ``denoising_mse``, for a run trained with ``--noise``).
 """
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -24,13 +33,14 @@ from ..data.noise import Noise, corrupt, noise_for
 from ..device import INFERENCE_BATCH, resolve_device
 from ..errors import AelabError
 from ..io import atomic_write_text
-from ..models.base import MULTIMODAL, eval_mode, has, model_device
+from ..models.base import MULTIMODAL, SPARSE, eval_mode, has, model_device
 from ..runfolder import CHECKPOINT, EVALUATION, MODEL, load_run_data, open_run
 from . import likelihood
 from .anomaly import evaluate_anomaly
 from .multimodal import evaluate_multimodal
-from .metrics import ACTIVE_THRESHOLD, bce_per_image, mse_per_pixel, sparsity_summary
-from .probes import MAX_TRAIN, probe_accuracies, stratified_subset
+from .metrics import (ACTIVE_THRESHOLD, ExplainedVariance, bce_per_image, class_purity, mean_class_purity,
+                      mse_per_pixel, sparsity_summary)
+from .probes import MAX_TRAIN, pixel_probe, probe_accuracies, stratified_subset
 from .specs import METRIC_KEYS  # noqa: F401  (re-exported: the keys evaluate_model writes)
 
 DEFAULT_IWAE_SAMPLES = 100  # a few seconds on mnist5k on a CPU; the benchmarks use K >= 1000
@@ -66,10 +76,12 @@ def _evaluate(model, data: Dataset, device, binarize: bool, k: int, seed: int, p
     x_test = data.x_test.to(device)
     result: dict = {"test_samples": len(x_test)}
     notes: list[str] = []
+    seconds: dict[str, float] = {}
 
     # --- reconstruction and codes, in large batches
     sums = {"mse": 0.0, "bce": 0.0}
     bounded = data.bounded  # BCE needs targets in [0, 1]
+    explained = ExplainedVariance()
     codes = []
     with torch.inference_mode():
         for xb in iterate_batches(x_test, INFERENCE_BATCH):
@@ -78,11 +90,15 @@ def _evaluate(model, data: Dataset, device, binarize: bool, k: int, seed: int, p
             sums["mse"] = sums["mse"] + mse_per_pixel(recon, xb).double().sum()
             if bounded:
                 sums["bce"] = sums["bce"] + bce_per_image(recon, xb).double().sum()
+            explained.update(recon, xb)
             codes.append(z.flatten(1).float())
     codes = torch.cat(codes)
     result["test_mse"] = float(sums["mse"]) / len(x_test)
     if bounded:
         result["test_bce"] = float(sums["bce"]) / len(x_test)
+    if math.isfinite(explained.value()):  # (test inputs that do not vary leave nothing to explain)
+        result["explained_variance"] = explained.value()
+    seconds["reconstruction"] = time.perf_counter() - t0
 
     # --- likelihood bounds of variational models
     if likelihood.is_variational(model):
@@ -96,28 +112,59 @@ def _evaluate(model, data: Dataset, device, binarize: bool, k: int, seed: int, p
             result["iwae_samples"] = k
         result["binarized"] = bool(binarize)
 
-    # --- probes on the codes
-    if data.y_train is None or data.y_test is None:
-        notes.append("probes skipped: the dataset has no labels")
-    elif len(torch.unique(data.y_train)) < 2:
-        notes.append("probes skipped: the training labels hold a single class, so there is nothing to tell apart")
+    # --- probes on the codes, and the same linear probe on the pixels
+    skipped = _probes_skipped(data)
+    if skipped:
+        notes.append(skipped)
     else:
-        keep = torch.as_tensor(stratified_subset(data.y_train.cpu().numpy(), MAX_TRAIN, seed),
-                               device=data.x_train.device)
-        train_codes = encode_all(model, data.x_train[keep].to(device))
-        result.update(probe_accuracies(train_codes, data.y_train[keep], codes, data.y_test, seed=seed,
-                                       num_classes=len(data.classes) if data.classes else None))
-        result["probe_train_total"] = len(data.x_train)
-        if result["probe_train_samples"] < len(data.x_train):
-            notes.append(f"probes fitted on a stratified sample of {result['probe_train_samples']:,} of "
-                         f"{len(data.x_train):,} train codes")
+        result.update(_probes(model, data, codes, device, seed, notes, seconds))
 
-    # --- sparsity, the same definition for every model
+    # --- sparsity, the same definition for every model (the sparse dashboard)
+    start = time.perf_counter()
     result.update(sparsity_summary(codes, ACTIVE_THRESHOLD))
+    purity = mean_class_purity(class_purity(codes, data.y_test)) if data.y_test is not None else math.nan
+    if math.isfinite(purity):  # (NaN when no unit is ever active)
+        result["mean_class_purity"] = purity
+    dead = getattr(model, "dead_units", None) if has(model, SPARSE) else None
+    if dead is not None:  # units that stopped firing in training, over the model's own window of steps
+        result["dead_fraction_training"] = float(dead.float().mean())
+        result["dead_after"] = int(model.dead_after)
     result["latent_dim"] = codes.shape[1]
+    seconds["dashboard"] = time.perf_counter() - start
     result["seconds"] = time.perf_counter() - t0
+    result["seconds_by_part"] = {part: round(s, 2) for part, s in seconds.items()}
     if notes:
         result["notes"] = notes
+    return result
+
+
+def _probes_skipped(data: Dataset) -> str:
+    """Why the probes cannot run on ``data`` (a note), or "" when they can."""
+    if data.y_train is None or data.y_test is None:
+        return "probes skipped: the dataset has no labels"
+    if len(torch.unique(data.y_train)) < 2:
+        return "probes skipped: the training labels hold a single class, so there is nothing to tell apart"
+    return ""
+
+
+def _probes(model, data: Dataset, codes: torch.Tensor, device, seed: int, notes: list, seconds: dict) -> dict:
+    """The probes' keys: the linear probe and kNN on the codes, the linear probe on the pixels (cached)."""
+    start = time.perf_counter()
+    num_classes = len(data.classes) if data.classes else None
+    keep = torch.as_tensor(stratified_subset(data.y_train.cpu().numpy(), MAX_TRAIN, seed), device=data.x_train.device)
+    train_codes = encode_all(model, data.x_train[keep].to(device))
+    seconds["encode_train"] = time.perf_counter() - start
+    result = probe_accuracies(train_codes, data.y_train[keep], codes, data.y_test, seed=seed, num_classes=num_classes)
+    seconds.update(result.pop("probe_seconds"))
+    result["probe_train_total"] = len(data.x_train)
+    if result["probe_train_samples"] < len(data.x_train):
+        notes.append(f"probes fitted on a stratified sample of {result['probe_train_samples']:,} of "
+                     f"{len(data.x_train):,} train codes")
+    start = time.perf_counter()
+    pixels = pixel_probe(data.x_train, data.y_train, data.x_test, data.y_test, seed=seed, num_classes=num_classes,
+                         name=data.name)
+    result.update({key: value for key, value in pixels.items() if key != "pixel_probe_seconds"})
+    seconds["pixel_probe"] = time.perf_counter() - start
     return result
 
 

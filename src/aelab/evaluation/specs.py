@@ -4,9 +4,11 @@ HTML reports and the README's list of keys all read this table; a new metric is 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..errors import AelabError
+from .metrics import DENSITY_EPS, PURITY_TOP
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,29 @@ METRICS: tuple[MetricSpec, ...] = (
                "tighter than the ELBO", "lower", "variational models"),
     MetricSpec("iwae_samples", "K", "importance samples per image behind iwae_nll", "", "variational models"),
     MetricSpec("linear_probe_accuracy", "logistic regression",
-               "test accuracy of a logistic regression (after standard scaling) reading the label off the code",
-               "higher", "labelled data"),
+               "test accuracy of a logistic regression (after standard scaling) reading the label off the code, "
+               "fitted on the train codes (all of them, up to 60,000)", "higher", "labelled data"),
+    MetricSpec("pixel_probe_accuracy", "logistic regression on the inputs",
+               "the same logistic regression on the raw pixels (flattened inputs) of the same split: what the "
+               "code's linear_probe_accuracy is read against", "higher", "labelled data"),
     MetricSpec("knn_accuracy", "5-NN", "test accuracy of a 5-nearest-neighbour classifier on the codes", "higher",
                "labelled data"),
-    MetricSpec("active_units_mean", "abs(z) > 0.01", "units with abs(z) > 0.01 on an average test sample (the code the decoder receives)"),
+    MetricSpec("l0", "abs(z) > 0.01",
+               "L0: active units (abs(z) > 0.01) on an average test sample (the code the decoder receives)"),
     MetricSpec("dead_fraction", "never abs(z) > 0.01", "fraction of units never active on the test set"),
+    MetricSpec("dead_fraction_training", "no firing in training",
+               "fraction of units that fired in none of the last dead_after training steps", "lower",
+               "sparse models"),
+    MetricSpec("mean_log10_feature_density", "log10 of a fraction",
+               f"mean over units of log10(density + {DENSITY_EPS:g}), a unit's density being the fraction of test "
+               f"samples it is active on (as SAELens; a dead unit counts {math.log10(DENSITY_EPS):g})"),
+    MetricSpec("explained_variance", "1 perfect, 0 the mean image",
+               "1 - (sum of squared reconstruction errors) / (sum of squared deviations of the test inputs from "
+               "their mean)", "higher"),
+    MetricSpec("mean_class_purity", "fraction",
+               f"mean over live units of the share of a unit's {PURITY_TOP} strongest test activations that carry "
+               "its most common label (a unit blind to the labels reads about 0.22 on ten balanced classes)", "higher",
+               "labelled data"),
     MetricSpec("hoyer", "0 dense .. 1 one unit",
                "Hoyer sparsity of the codes, (sqrt(n) - L1/L2) / (sqrt(n) - 1): 0 all units equal, 1 a single "
                "active unit"),
@@ -67,6 +86,8 @@ SPECS = {spec.key: spec for spec in METRICS}
 METRIC_KEYS = tuple(spec.key for spec in METRICS if not spec.pairs and not spec.nested)
 # the scalar metrics written only for runs trained with --noise (absent from every other run)
 NOISE_KEYS = tuple(spec.key for spec in METRICS if spec.applies_to == "runs trained with --noise")
+# the scalar metrics written only for models with the SPARSE capability (absent from every other run)
+SPARSE_KEYS = tuple(spec.key for spec in METRICS if spec.applies_to == "sparse models")
 
 
 def spec_for(key: str) -> MetricSpec:
@@ -80,8 +101,10 @@ def spec_for(key: str) -> MetricSpec:
 def metric_unit(key: str, result: dict) -> str:
     """The unit of metric ``key`` as shown beside its value, with what this run's ``result`` adds to it."""
     unit = spec_for(key).unit
-    if key == "active_units_mean" and "latent_dim" in result:
+    if key == "l0" and "latent_dim" in result:
         unit = f"of {result['latent_dim']} units, {unit}"
+    if key == "dead_fraction_training" and "dead_after" in result:
+        unit = f"{unit} ({result['dead_after']} steps)"
     if key in ("neg_elbo", "iwae_nll") and result.get("binarized"):
         unit += ", binarized test images"
     return unit

@@ -32,22 +32,29 @@ from .base import SPARSE, AEOutput, AESettings, Autoencoder, mlp, require
 # Per-penalty default of sparsity_weight. The AuxK weight is 1.0, not the paper's 1/32: our reconstruction
 # term is a per-pixel mean (not the paper's variance-normalised MSE), and at 1/32 a quarter to a half of the
 # units stayed dead on MNIST; at 1.0 none did (benchmarks/quality.py).
-DEFAULT_WEIGHTS = {"kl": 3e-3, "l1": 1e-4, "topk": 1.0}
+DEFAULT_WEIGHTS = {"kl": 3e-3, "l1": 1e-4, "topk": 1.0, "batchtopk": 1.0, "wta": 0.0}
+PENALTIES = tuple(DEFAULT_WEIGHTS)
+USES_K = ("topk", "batchtopk")  # the penalties that keep k units per sample (the exact k, or k on average)
+BATCH_LEVEL = ("batchtopk", "wta")  # codes chosen over the whole batch in training, by a threshold at inference
+THRESHOLD_MOMENTUM = 0.05  # batchtopk: weight of each training batch in the running inference threshold
 
 
 @dataclass
 class SparseSettings(AESettings):
     latent_dim: int = 256  # code units (overcomplete: more than the 32 of a dense code)
     hidden_dims: list[int] | None = None  # hidden layers on both sides; None or [] = one linear map each way
-    penalty: str = "kl"  # sparsity penalty: "kl", "l1" or "topk"
-    target_sparsity: float = 0.05  # rho, the target mean activation of each unit (kl penalty)
-    sparsity_weight: float | None = None  # weight of the penalty (kl, l1) or of AuxK (topk); None = DEFAULT_WEIGHTS
-    k: int = 25  # active units per sample (topk penalty)
+    penalty: str = "kl"  # sparsity penalty: "kl", "l1", "topk", "batchtopk" or "wta"
+    target_sparsity: float = 0.05  # kl: rho, each unit's target mean activation; wta: the share of a batch each unit fires on
+    sparsity_weight: float | None = None  # weight of the penalty (kl, l1) or of AuxK (topk, batchtopk); None = DEFAULT_WEIGHTS
+    k: int = 25  # active units per sample (topk; batchtopk: on average over the batch)
     dead_after: int = 100  # training steps without firing after which a unit counts as dead (topk's AuxK)
 
     def check_fields(self) -> "SparseSettings":
         super().check_fields()
-        require(self.penalty in DEFAULT_WEIGHTS, f"penalty must be 'kl', 'l1' or 'topk', got '{self.penalty}'")
+        require(self.penalty in DEFAULT_WEIGHTS,
+                f"penalty must be one of {', '.join(PENALTIES)}, got '{self.penalty}'")
+        require(not (self.penalty == "wta" and self.sparsity_weight),
+                "the wta penalty has no weight (each unit keeps its share of the batch): drop --sparsity-weight")
         require(0 < self.target_sparsity < 1,
              f"target_sparsity must lie strictly between 0 and 1, got {self.target_sparsity}")
         require(self.sparsity_weight is None or (math.isfinite(self.sparsity_weight) and self.sparsity_weight >= 0),
@@ -58,7 +65,7 @@ class SparseSettings(AESettings):
 
     def check_together(self) -> "SparseSettings":
         super().check_together()
-        if self.penalty == "topk":
+        if self.penalty in USES_K:
             require(self.k <= self.latent_dim,
                  f"k ({self.k}) cannot exceed latent_dim ({self.latent_dim}); lower --k or raise --latent-dim")
         return self
@@ -90,6 +97,9 @@ class SparseAE(Autoencoder):
                 self.encoder[0].bias.zero_()
         # training steps since each unit last fired (for dead-unit detection and the topk remedy)
         self.register_buffer("steps_since_fired", torch.zeros(self.latent_dim, dtype=torch.long))
+        if self.penalty in BATCH_LEVEL:  # the inference threshold (wta: one per unit); NaN until training sets it
+            shape = () if self.penalty == "batchtopk" else (self.latent_dim,)
+            self.register_buffer("threshold", torch.full(shape, float("nan")))
 
     # ---------------------------------------------------------------- the code
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,8 +113,33 @@ class SparseAE(Autoencoder):
             return torch.sigmoid(pre)
         if self.penalty == "l1":
             return torch.relu(pre)
+        if self.penalty in BATCH_LEVEL:
+            return self.batch_code(pre) if self.training else threshold_code(pre, self.threshold)
         values, idx = pre.topk(self.k, dim=-1)
         return torch.zeros_like(pre).scatter(-1, idx, torch.relu(values))
+
+    def batch_code(self, pre: torch.Tensor) -> torch.Tensor:
+        """The training code of the batch-level penalties from pre-activations (B, latent): batchtopk keeps the
+        ``k x B`` largest ReLU'd values of the batch, wta each unit's ``ceil(target_sparsity x B)`` largest. The
+        smallest value kept (batchtopk: of the batch; wta: per unit) updates the running inference threshold."""
+        relu = torch.relu(pre)
+        code = batch_top(relu, self.k * len(pre)) if self.penalty == "batchtopk" else lifetime_top(relu, self.rho)
+        self.track_threshold(code.detach())
+        return code
+
+    @torch.no_grad()
+    def track_threshold(self, code: torch.Tensor) -> None:
+        """Move ``threshold`` towards the smallest positive value of ``code`` (device-side, no host sync; a unit
+        or batch that kept nothing leaves it as it was; the first batch sets it)."""
+        kept = code.masked_fill(code <= 0, float("inf"))
+        smallest = kept.amin() if self.penalty == "batchtopk" else kept.amin(0)
+        smallest = torch.where(torch.isfinite(smallest), smallest, self.threshold)
+        world = training_world()
+        if world > 1:  # the ranks' mean, so that every rank infers with the same threshold
+            dist.all_reduce(smallest)
+            smallest = smallest / world
+        running = torch.lerp(self.threshold, smallest, THRESHOLD_MOMENTUM)
+        self.threshold.copy_(torch.where(torch.isnan(self.threshold), smallest, running))
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.activate(self.pre_activation(x))
@@ -149,7 +184,7 @@ class SparseAE(Autoencoder):
         sparsity = self.sparsity_term(z)
         loss = rec + self.weight * sparsity
         terms = {"recon": rec}
-        if self.penalty == "topk":
+        if self.penalty in USES_K:
             aux = self.auxk_loss(pre, z, x)
             loss = loss + self.weight * aux
             terms["auxk"] = aux
@@ -183,6 +218,28 @@ class SparseAE(Autoencoder):
         z_aux = torch.zeros_like(pre).scatter(-1, idx, values)
         aux = self.recon_term(self.decode_logits(z.detach() + z_aux), x)
         return aux * dead.any().to(aux.dtype)
+
+
+def batch_top(values: torch.Tensor, n: int) -> torch.Tensor:
+    """The ``n`` largest entries of ``values`` (B, latent) over the whole batch kept, the rest zeroed."""
+    flat = values.flatten()
+    top, idx = flat.topk(min(n, flat.numel()))
+    return torch.zeros_like(flat).scatter(0, idx, top).view_as(values)
+
+
+def lifetime_top(values: torch.Tensor, rate: float) -> torch.Tensor:
+    """Winner-take-all lifetime sparsity: each unit (column of ``values`` (B, latent)) keeps its
+    ``ceil(rate x B)`` largest entries over the batch, the rest zeroed."""
+    n = max(1, math.ceil(rate * len(values)))
+    top, idx = values.topk(n, dim=0)
+    return torch.zeros_like(values).scatter(0, idx, top)
+
+
+def threshold_code(pre: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """A batch-level penalty at inference: every pre-activation at or above ``threshold`` (one, or one per unit)
+    kept; a NaN threshold (a model, or a unit, that never kept anything in training) keeps the positive ones."""
+    floor = torch.where(torch.isnan(threshold), torch.zeros_like(threshold), threshold)
+    return torch.where((pre >= floor) & (pre > 0), pre, torch.zeros_like(pre))
 
 
 def training_world() -> int:

@@ -1,9 +1,10 @@
 """Every figure that applies to a run, written into its folder: the catalogue the report reads.
 
 Which figures apply is decided by what the model can do and what the data is, never by the
-model's name: images get reconstructions and unit pictures, a model with ``sample``/``interpolate``
-gets samples and interpolations (and the manifold for a 2-D latent), every model gets the latent map
-and the code figures.
+model's name: images get reconstructions and unit pictures (the decoder atoms when the decoder is one
+linear map), a model with ``sample``/``interpolate`` gets samples and interpolations (and the manifold for a
+2-D latent), every model gets the latent map and the code figures, and a model with the SPARSE capability the
+rest of the sparse dashboard (feature density, class purity).
 """
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ import torch
 from ..data.batches import as_float
 from ..data.noise import noise_for
 from ..evaluation import encode_all, firing_rates
-from ..models.base import model_device
+from ..evaluation.metrics import PURITY_TOP, chance_purity, class_purity
+from ..models.base import SPARSE, has, model_device
 from .figures import plot_denoising, plot_feature_reconstructions, plot_loss_curves, plot_reconstructions
 from .anomaly import write_anomaly_figures
 from .generative import is_generative, plot_interpolations, plot_manifold, plot_samples
 from .latent import DEFAULT_POINTS, plot_latent_map
-from .units import (decoder_starts_linear, plot_code_heatmap, plot_code_histogram, plot_firing_rates,
-                    plot_top_activations, plot_unit_features, typical_scale, unit_features, unit_order)
+from .units import (ATOMS, decoder_atoms, decoder_starts_linear, plot_class_purity, plot_code_heatmap,
+                    plot_code_histogram, plot_feature_density, plot_firing_rates, plot_top_activations,
+                    plot_unit_features, spread_units, typical_scale, unit_features, unit_order)
 
 # (file, title, caption) in the order the report shows them
 FIGURES = [
@@ -58,8 +61,24 @@ FIGURES = [
      "decode(one-hot code) - decode(zero code) for each unit, at a typical strong activation: red adds ink, "
      "blue removes it. The sparser the code, the more its units draw parts of digits (strokes) rather "
      "than whole-image patterns."),
+    ("decoder_atoms.png", "Decoder atoms",
+     "The decoder is one linear map, so each unit adds one fixed image to the output's logits, scaled by its "
+     "activation: its column of the decoder's weight, drawn as a 28x28 picture (each scaled to its own largest "
+     "value; red adds ink, blue removes it), busiest units first. Pen strokes and digit parts: the code's "
+     "dictionary."),
     ("top_activations.png", "Images that drive each unit",
-     "For the busiest units, the test images with the largest activation of that unit."),
+     "Ten live units spread from the busiest to the rarest: each unit's picture, then the test images with its "
+     "largest activations (faded: the unit is not active on them). On the left, how often it fires and its class "
+     f"purity: the share of its {PURITY_TOP} strongest test activations that carry its most common class, and that "
+     "class."),
+    ("feature_density.png", "Feature density",
+     "How often each unit fires on the test set, as log10 of the fraction of test images (the sparse-autoencoder "
+     "field's feature-density histogram). Dead units (never active) are the red bar at -10; a healthy sparse code "
+     "has one bump well below 0 and no dead bar; units near 0 fire on almost everything."),
+    ("class_purity.png", "Class purity of each unit",
+     f"For each live unit, the share of its {PURITY_TOP} strongest test activations that carry its most common "
+     "label (left: histogram with the mean, mean_class_purity; right: against how often the unit fires). The grey "
+     "line is a unit blind to the labels (its top images a random draw). Units near 1 detect one class."),
     ("code_histogram.png", "Code activations",
      "Every activation of every unit on the test set. A sparse code piles up at zero."),
     ("code_heatmap.png", "Codes of a few samples",
@@ -142,14 +161,23 @@ def write_run_figures(run, data, *, method: str = "tsne", n_points: int | None =
             add("manifold.png", plot_manifold, model)
     dead = rates == 0
     order = unit_order(rates)
-    features = None
-    if images and decoder_starts_linear(model):
+    features = decoder_atoms(model) if images else None
+    if features is not None:  # one linear map: the decoder's columns are the units' pictures
+        add("decoder_atoms.png", plot_unit_features, features, units=order[:100], dead=dead.cpu().numpy(),
+            title=name, what=ATOMS)
+    elif images and decoder_starts_linear(model):
         features = unit_features(model, typical_scale(codes))
         add("unit_features.png", plot_unit_features, features, units=order[:100], dead=dead.cpu().numpy(), title=name)
     if images:
-        alive = [u for u in order if not dead[u]] or list(order)
-        add("top_activations.png", plot_top_activations, codes, as_float(x), units=alive[:10], features=features,
-            title=name)
+        per_unit = 8  # images per unit; the units shown fire on at least that many test images when enough do
+        add("top_activations.png", plot_top_activations, codes, as_float(x),
+            units=spread_units(rates, min_rate=per_unit / len(x)), per_unit=per_unit, features=features, title=name,
+            labels=y, classes=classes)
+    if has(model, SPARSE):  # the rest of the sparse dashboard
+        add("feature_density.png", plot_feature_density, rates, title=name)
+        if y is not None:
+            add("class_purity.png", plot_class_purity, class_purity(codes, y), rates, chance=chance_purity(y),
+                title=name)
     add("code_histogram.png", plot_code_histogram, codes, title=name)
     add("code_heatmap.png", plot_code_heatmap, codes[pick], labels=None if y is None else y[pick], classes=classes,
         title=name)
