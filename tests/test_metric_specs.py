@@ -16,7 +16,7 @@ def test_every_metric_evaluation_writes_has_one_row(small_mnist):
     model = aelab.build_model("vae", small_mnist.input_shape, latent_dim=4)
     result = evaluate_model(model, small_mnist, iwae_samples=2, progress=False, noise="gaussian:0.5")
     written = {k for k, v in result.items() if isinstance(v, float) or k in SPECS}
-    extra = {"test_samples", "latent_dim", "seconds", "active_threshold", "probe_train_samples",
+    extra = {"test_samples", "latent_dim", "seconds", "active_threshold", "probe_train_samples", "linear_probe_c",
              "probe_train_total", "active_units_mean"}  # bookkeeping, not metrics (active_units_mean: l0's old name)
     assert written - extra <= set(SPECS), f"metrics without a row: {written - extra - set(SPECS)}"
     # every scalar row is written for a VAE on labelled images, but those of the SPARSE capability

@@ -1,6 +1,7 @@
 """The tour's sparse model shows sparsity (issue 13): few active units per image, a reconstruction close to
-the tour's dense model. Every number of the models comes from ``aelab.api.TOUR``; the bounds are the issue's
-or measured (below)."""
+the tour's dense model; and that sparse codes pay off (issue 20): a linear probe reads the digit off its overcomplete
+code clearly better than off the pixels or the dense model's code. Every number of the models comes from
+``aelab.api.TOUR``; the bounds are the issue's or measured (below)."""
 import pytest
 import torch
 
@@ -13,11 +14,14 @@ MAX_MSE_RATIO = 1.5  # sparse test MSE over the tour's dense model's
 # TopK keeps k units per image and its ReLU or the activity threshold can only lower the count, so the mean
 # active units lie in [0, k]: "about k" is within this of it (a dead or zero kept value costs 1/N of a unit)
 ACTIVE_SLACK = 0.5
-# The spread of the trained code's firing rates (measured on mnist5k, one thread: every unit fires on 4.9% to
-# 16.1% of the test images; before training one unit fires on 92% of them): no unit on more than MAX_RATE of
-# the images, and at least MIN_FIRING of the units on at least 1% of them.
+# The spread of the trained code's firing rates: 25 of 1,000 units per image is 2.5% on average; before training one
+# unit fires on most images. No unit on more than MAX_RATE of the images, and most units (MIN_FIRING) on at least
+# one image in a thousand.
 MAX_RATE = 0.3
-MIN_FIRING = 0.9
+MIN_FIRING = 0.85
+# "Clearly beats": the sparse code's linear probe over the pixels' and over the dense code's by at least this much
+# (on mnist5k's 1,000 test images one standard error of an accuracy near 0.9 is about 0.01)
+PROBE_MARGIN = 0.03
 
 
 def _step(name: str) -> dict:
@@ -59,7 +63,7 @@ def test_tour_sparse_model_counts_its_k_kept_units_as_active(mnist5k):
         x = as_float(mnist5k.x_test[:500])
         codes = model.encode(x).flatten(1)
         kept = model.pre_activation(x).topk(k, dim=1).values  # (500, k), what TopK keeps before its ReLU
-    assert codes.shape[1] == 256
+    assert codes.shape[1] == _step("sparse")["settings"]["latent_dim"]
     active = active_units(codes)
     assert torch.equal(active, (kept > ACTIVE_THRESHOLD).sum(1).float())
     assert abs(active.mean().item() - k) < ACTIVE_SLACK, active.mean().item()
@@ -77,12 +81,16 @@ def test_tour_sparse_is_sparse_and_reconstructs_near_dense(mnist5k, tmp_path, on
                           progress=False, log=None, **step["settings"])
         results[name] = evaluate_run(run.path, data=mnist5k, progress=False)
     sparse, dense = results["sparse"], results["dense"]
-    assert sparse["latent_dim"] == 256
-    k = _step("sparse")["settings"]["k"]
-    assert abs(sparse["active_units_mean"] - k) < ACTIVE_SLACK, sparse["active_units_mean"]
-    assert sparse["dead_fraction"] < 0.1, sparse["dead_fraction"]
-    rates = torch.tensor(sparse["firing_rates"])  # (256,) the fraction of test images each unit fires on
+    settings = _step("sparse")["settings"]
+    assert sparse["latent_dim"] == settings["latent_dim"] > 28 * 28  # overcomplete: more units than pixels
+    k = settings["k"]
+    assert abs(sparse["l0"] - k) < ACTIVE_SLACK, sparse["l0"]
+    rates = torch.tensor(sparse["firing_rates"])  # (latent,) the fraction of test images each unit fires on
     assert rates.max() <= MAX_RATE, rates.max()  # no unit is on for most images ...
-    assert (rates >= 0.01).float().mean() >= MIN_FIRING, rates.sort().values[:10]  # ... and the work is shared
+    assert (rates >= 0.001).float().mean() >= MIN_FIRING, rates.sort().values[:10]  # ... and the work is shared
+    # the lesson: the sparse code is linearly readable, the pixels and the dense code much less
+    assert sparse["pixel_probe_accuracy"] == dense["pixel_probe_accuracy"]  # the same baseline for both runs
+    assert sparse["linear_probe_accuracy"] >= sparse["pixel_probe_accuracy"] + PROBE_MARGIN, sparse
+    assert sparse["linear_probe_accuracy"] >= dense["linear_probe_accuracy"] + PROBE_MARGIN, (sparse, dense)
     ratio = sparse["test_mse"] / dense["test_mse"]
     assert ratio <= MAX_MSE_RATIO, (sparse["test_mse"], dense["test_mse"])

@@ -71,7 +71,7 @@ class RunConfig:
     # --- denoising autoencoder (any one-modality family)
     noise: str | None = None  # denoising: corrupt each training batch afresh on the device: gaussian:SIGMA, masking:P or salt-pepper:P; the target stays clean
     # --- optimisation
-    epochs: int = 10  # passes over the training set (--model multimodal: 5, with --batch-size 256 and --lr 2e-3, what it is measured with, unless given)
+    epochs: int = 10  # passes over the training set (unless given, what a family is measured with: --model multimodal 5, with --batch-size 256 and --lr 2e-3; --model sparse 20, with --lr 2e-3 and --lr-schedule cosine)
     batch_size: int = 128  # samples per step
     lr: float = 1e-3  # Adam learning rate
     lr_schedule: str = "constant"  # "constant"; "cosine": from lr down to 0 over the run's epochs; "onecycle": up from lr/25 to lr over the first 30%, then down to lr/250000 (Smith & Topin 2019); per step

@@ -35,10 +35,12 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("iwae_samples", "K", "importance samples per image behind iwae_nll", "", "variational models"),
     MetricSpec("linear_probe_accuracy", "logistic regression",
                "test accuracy of a logistic regression (after standard scaling) reading the label off the code, "
-               "fitted on the train codes (all of them, up to 60,000)", "higher", "labelled data"),
+               "fitted on the train codes (all of them, up to 60,000), its L2 strength (linear_probe_c) chosen on a "
+               "held-out tenth of them", "higher", "labelled data"),
     MetricSpec("pixel_probe_accuracy", "logistic regression on the inputs",
                "the same logistic regression on the raw pixels (flattened inputs) of the same split: what the "
-               "code's linear_probe_accuracy is read against", "higher", "labelled data"),
+               "code's linear_probe_accuracy is read against (a baseline of the data, not of the model: no better "
+               "or worse between runs)", "", "labelled data"),
     MetricSpec("knn_accuracy", "5-NN", "test accuracy of a 5-nearest-neighbour classifier on the codes", "higher",
                "labelled data"),
     MetricSpec("l0", "abs(z) > 0.01",
