@@ -24,10 +24,7 @@ from aelab.viz.report import write_run_report
 from .conftest import TINY_KWARGS
 from .test_multimodal_data import fake_fsdd
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no Chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)")
+from .test_web_browser import browser, pytestmark  # noqa: F401  (one headless Chromium per module; skips without it)
 WIDTH = 1280  # the window the issue measured in
 MODALITIES = ("image", "audio", "text")
 PAIRS = [f"{a}->{b}" for a in MODALITIES for b in MODALITIES if a != b]
@@ -79,14 +76,6 @@ def multimodal_run(tmp_path_factory):
     (out / "evaluation.json").write_text(json.dumps(AT_CHANCE))  # written after model.pt: up to date
     write_run_report(out, redraw=False, progress=False, log=None)
     return out
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

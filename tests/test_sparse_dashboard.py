@@ -23,6 +23,7 @@ from aelab.viz.units import decoder_atoms, plot_class_purity, plot_feature_densi
 
 from .conftest import requires_shared
 from .test_viz import assert_picture
+from .test_evaluation import Identity  # a perfect 'autoencoder' whose code is its input
 
 
 # ------------------------------------------------------------------------------------------ explained variance
@@ -185,24 +186,6 @@ def test_a_broken_cache_file_is_refitted(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ evaluate_model
-class Identity(nn.Module):
-    """A perfect 'autoencoder' whose code is the input itself: its probe is the pixel probe."""
-
-    def __init__(self, shape):
-        super().__init__()
-        self.input_shape = shape
-        self.dummy = nn.Parameter(torch.zeros(()))
-
-    def check_input(self, x):
-        assert tuple(x.shape[1:]) == self.input_shape
-
-    def codes(self, x):
-        return x.flatten(1)
-
-    def reconstruct(self, x):
-        return x
-
-
 def test_a_perfect_model_explains_all_the_variance_and_its_probe_is_the_pixel_probe():
     data = _labelled()
     result = evaluate_model(Identity((1, 6, 6)), data, progress=False)
