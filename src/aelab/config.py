@@ -56,10 +56,10 @@ class RunConfig:
     loss: str | None = None  # reconstruction loss: "mse" or "bce" (one-modality models)
     weight_init: str | None = None  # encoder weights: "he" (Kaiming normal for its ReLU layers; default) or "torch"
     # --- sparse autoencoder
-    penalty: str | None = None  # sparsity penalty: "kl" (default), "l1" or "topk"
-    target_sparsity: float | None = None  # rho, the target mean activation of each unit (kl penalty; 0.05)
-    sparsity_weight: float | None = None  # weight of the penalty (kl, l1) or of the dead-unit AuxK loss (topk); None = per-penalty default
-    k: int | None = None  # active units per sample (topk penalty; 25)
+    penalty: str | None = None  # sparsity penalty: "kl" (default), "l1", "topk", "batchtopk" or "wta"
+    target_sparsity: float | None = None  # kl: rho, the target mean activation of each unit; wta: the share of a batch each unit fires on (0.05)
+    sparsity_weight: float | None = None  # weight of the penalty (kl, l1) or of the dead-unit AuxK loss (topk, batchtopk); None = per-penalty default
+    k: int | None = None  # active units per sample (topk; batchtopk: on average over the batch; 25)
     # --- variational autoencoders (vae, conv-vae, multimodal)
     beta: float | None = None  # weight of the KL term (beta-VAE; 1.0 = the plain ELBO)
     kl_warmup: int | None = None  # epochs over which the KL weight ramps linearly from 0 to beta (0)
