@@ -15,6 +15,7 @@ from aelab.viz.figures import mosaic, plt, _save
 from aelab.viz.latent import project
 from aelab.viz.run_figures import FIGURES, class_balanced_indices, write_run_figures
 from aelab.viz.units import top_indices, typical_scale, unit_features
+from aelab.viz import units as units_module
 
 from .conftest import TINY_KWARGS
 
@@ -226,3 +227,23 @@ def test_write_run_figures_draws_every_figure_that_applies(runs, small_mnist):
     for name, path in written.items():
         assert path == runs["vae"].path / name
         assert_picture(path)
+
+
+@pytest.mark.parametrize("units", [4, 32, 100])
+def test_unit_pictures_title_fits_inside_the_figure(tmp_path, monkeypatch, units):
+    """Issue 22: the dense and conv reports clipped the title of "What each unit draws" (a long one-line title
+    over a narrow grid of few units). Every line of the title must lie inside the figure, whatever the unit count."""
+    drawn = {}
+
+    def keep(fig, path):
+        fig.canvas.draw()
+        drawn["fig"] = fig
+        return path
+
+    monkeypatch.setattr(units_module, "_save", keep)
+    features = torch.randn(units, 1, 28, 28)
+    units_module.plot_unit_features(features, tmp_path / "u.png", title="dense")
+    fig = drawn["fig"]
+    box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
+    width, height = fig.bbox.width, fig.bbox.height
+    assert box.x0 >= 0 and box.x1 <= width and box.y0 >= 0 and box.y1 <= height, (box, width, height)
