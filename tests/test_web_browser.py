@@ -523,3 +523,20 @@ def test_an_unknown_word_is_flagged_and_still_decoded(mm_page, served_multimodal
     box.press_sequentially("nine")  # a word of the training texts: no flag
     page.wait_for_selector("body[data-text='nine']")
     sync_api.expect(page.locator("#text-unknown")).to_be_hidden()
+
+
+def _luminance(hex_colour: str) -> float:
+    """WCAG 2 relative luminance of '#rrggbb'."""
+    channels = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def test_every_digit_chip_is_readable(page):
+    """Issue 22: the digit-8 chip was white on yellow-green (contrast about 2:1). The text colour the page gives each
+    digit's chip contrasts with the chip by at least 4.4:1 (WCAG 2 ratio; the palette's worst colour allows 4.44)."""
+    pairs = page.evaluate("[...Array(10).keys()].map((d) => [window.aelab.colour(d), window.aelab.ink(window.aelab.colour(d))])")
+    for digit, (chip, text) in enumerate(pairs):
+        low, high = sorted((_luminance(chip), _luminance(text if len(text) == 7 else "#" + text[1] * 2 + text[2] * 2
+                                                                     + text[3] * 2)))
+        assert (high + 0.05) / (low + 0.05) >= 4.4, (digit, chip, text)

@@ -90,9 +90,14 @@
   }
 
   // Text on a class colour: black on the light ones (yellow-green, cyan), white on the rest
+  // The text colour for a chip of colour `hex`: near-black or white, whichever contrasts more by WCAG 2's
+  // relative luminance (white on the palette's yellow-green 8 or cyan 9 reads at about 2:1; dark at 8-9:1)
   function ink(hex) {
-    const [r, g, b] = [1, 3, 5].map((k) => parseInt(hex.slice(k, k + 2), 16) / 255);
-    return 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5 ? "#111" : "#fff";
+    const lin = (c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
+    const [r, g, b] = [1, 3, 5].map((k) => lin(parseInt(hex.slice(k, k + 2), 16) / 255));
+    const lum = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    const dark = 0.0056; // #111
+    return (lum + 0.05) / (dark + 0.05) > 1.05 / (lum + 0.05) ? "#111" : "#fff";
   }
 
   // ------------------------------------------------------------------ the map
@@ -848,6 +853,8 @@
     state,
     api,
     inWords,
+    colour,
+    ink,
     pagePosition(index) {
       const i = state.items.indexOf(index);
       if (i < 0) return null;
