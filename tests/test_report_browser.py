@@ -9,9 +9,6 @@ or oracle is needed. Screenshots go to the test's folder and, when AELAB_SCREENS
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +21,7 @@ from aelab.viz.report import write_run_report
 from .conftest import TINY_KWARGS
 from .test_multimodal_data import fake_fsdd
 
-from .test_web_browser import browser, pytestmark  # noqa: F401  (one headless Chromium per module; skips without it)
+from .test_web_browser import browser, pytestmark, screenshot  # noqa: F401  (one headless Chromium per module; skips without it)
 WIDTH = 1280  # the window the issue measured in
 MODALITIES = ("image", "audio", "text")
 PAIRS = [f"{a}->{b}" for a in MODALITIES for b in MODALITIES if a != b]
@@ -85,17 +82,6 @@ def page(browser, multimodal_run):
     page.goto((multimodal_run / "report.html").as_uri())
     yield page
     context.close()
-
-
-def screenshot(page, tmp_path: Path, name: str) -> Path:
-    path = tmp_path / f"{name}.png"
-    page.screenshot(path=path, full_page=True)
-    if os.environ.get("AELAB_SCREENSHOT_DIR"):
-        folder = Path(os.environ["AELAB_SCREENSHOT_DIR"])
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, folder / path.name)
-    assert path.stat().st_size > 10_000  # a real picture, not an empty page
-    return path
 
 
 def test_the_epoch_table_of_a_run_with_audio_fits_a_1280_pixel_window(page, tmp_path):

@@ -125,9 +125,8 @@ def _evaluate(model, data: Dataset, device, binarize: bool, k: int, seed: int, p
     purity = mean_class_purity(class_purity(codes, data.y_test)) if data.y_test is not None else math.nan
     if math.isfinite(purity):  # (NaN when no unit is ever active)
         result["mean_class_purity"] = purity
-    dead = getattr(model, "dead_units", None) if has(model, SPARSE) else None
-    if dead is not None:  # units that stopped firing in training, over the model's own window of steps
-        result["dead_fraction_training"] = float(dead.float().mean())
+    if has(model, SPARSE):  # units that stopped firing in training, over the model's own window of steps
+        result["dead_fraction_training"] = float(model.dead_units.float().mean())
         result["dead_after"] = int(model.dead_after)
     result["latent_dim"] = codes.shape[1]
     seconds["dashboard"] = time.perf_counter() - start

@@ -102,25 +102,26 @@ def mean_log10_feature_density(rates, eps: float = DENSITY_EPS) -> float:
 
 class ExplainedVariance:
     """1 - (sum of squared residuals) / (sum of squared deviations of the inputs from their mean), accumulated
-    over batches (``update(recon, x)``, each (B, ...)) in float64; the mean is the inputs' own, per value (the
-    mean image), over every batch seen. 1 for a perfect reconstruction, 0 for one that returns the mean input,
+    over batches (``update(recon, x)``, each (B, ...)) in float64 on the inputs' device (no host read until
+    ``value()``); the mean is the inputs' own, per value (the mean image), over every batch seen. 1 for a perfect reconstruction, 0 for one that returns the mean input,
     below 0 for worse. ``value()`` is NaN when the inputs do not vary (nothing to explain)."""
 
     def __init__(self):
-        self.n, self.residual, self.square, self.sum = 0, 0.0, 0.0, None
+        self.n, self.residual, self.square, self.sum = 0, 0.0, 0.0, 0.0
 
     def update(self, recon: torch.Tensor, x: torch.Tensor) -> None:
         x, recon = x.flatten(1).double(), recon.flatten(1).double()
         self.n += len(x)
-        self.residual += float((recon - x).square().sum())
-        self.square += float(x.square().sum())
-        self.sum = x.sum(0) if self.sum is None else self.sum + x.sum(0)
+        self.residual = self.residual + (recon - x).square().sum()
+        self.square = self.square + x.square().sum()
+        self.sum = self.sum + x.sum(0)
 
     def value(self) -> float:
         if not self.n:
             return math.nan
-        total = self.square - float(self.sum.square().sum()) / self.n  # sum of (x - mean)^2
-        return 1.0 - self.residual / total if total > 1e-12 * max(self.square, 1.0) else math.nan
+        residual, square = float(self.residual), float(self.square)
+        total = square - float(torch.as_tensor(self.sum).square().sum()) / self.n  # sum of (x - mean)^2
+        return 1.0 - residual / total if total > 1e-12 * max(square, 1.0) else math.nan
 
 
 def explained_variance(recon: torch.Tensor, x: torch.Tensor) -> float:

@@ -203,13 +203,6 @@ class Recordings:
         return [self.entry(i, distance[i]) for i in order]
 
 
-def chance_at_load(predictor: Predictor, data: Dataset) -> list[str]:
-    """One sentence per metric of the run's evaluation.json that sits at its chance level, with the likely fix
-    (:func:`aelab.evaluation.chance.chance_warnings`, as at the end of ``aelab train``); none when the run has
-    no current evaluation."""
-    return run_chance_warnings(predictor.run, data) if predictor.run is not None else []
-
-
 @dataclass
 class RunView:
     """One run as the explorer sees it. ``x`` are the test inputs (as stored: uint8 images stay uint8)."""
@@ -228,7 +221,7 @@ class RunView:
     texts: list[str] | None = None  # a multimodal run with text: each test row's paired text
     recordings: Recordings | None = None  # a multimodal run with audio: its test recordings' codes
     vocabulary: frozenset[str] | None = None  # a multimodal run with text: the words of its training texts
-    warnings: list[str] = dataclasses.field(default_factory=list)  # the run learned nothing: see chance_at_load
+    warnings: list[str] = dataclasses.field(default_factory=list)  # the run learned nothing: evaluation.chance.run_chance_warnings
 
     @classmethod
     def load(cls, run_dir: str | Path, name: str | None = None, data: Dataset | None = None, method: str = "tsne",
@@ -261,7 +254,8 @@ class RunView:
             recordings = Recordings.of(predictor, data, labels)
             recordings.place(projection, None if projection.linear else predictor.encode(x))
         return cls(name or run_dir.name, run_dir, predictor, x, labels, data.classes, data.name, stats, projection,
-                   lo, hi, texts, recordings, vocabulary, chance_at_load(predictor, data))
+                   lo, hi, texts, recordings, vocabulary,
+                   run_chance_warnings(predictor.run, data) if predictor.run is not None else [])
 
     # ------------------------------------------------------------------ answers
     def __post_init__(self):
