@@ -296,6 +296,9 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError) as exc:
             raise AelabError(f"{path} does not fit this model and config ({first_line(exc, 120)}); "
                              f"resume with the run's own config.json") from None
+        # The checkpoint is the run's record: a kill between writing it and metrics.jsonl (Checkpoints.on_epoch_end)
+        # leaves the file an epoch short, and a run resumed at its last epoch would never rewrite it.
+        self.write_metrics()
         part = state.get("partial")
         if part:
             sums = {k: v.to(self.device) for k, v in part["sums"].items()}
