@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU path, checked in one go on a CUDA machine (at most 7 minutes by its time limits; never run yet):
+# The GPU path, checked in one go on a CUDA machine (at most 12 minutes by its time limits; never run yet):
 #
 #     bash benchmarks/gpu_check.sh [OUT_DIR]        # default OUT_DIR: $OUT, else ./gpu_check
 #
@@ -10,6 +10,8 @@
 #   tests   the device-path tests on the GPU (tests/test_device_paths.py, tests/test_speed_paths.py)
 #   speed   benchmarks/speed.py --plan gpu: samples/s against the DataLoader loops, time to quality, fraction
 #           of the step's own matmul bound, full MNIST, bf16 autocast (OUT_DIR/speed.json and speed.md)
+#   ttq     benchmarks/time_to_quality.py: the shipped fast-*.toml recipes against the reference loops' 10 epochs,
+#           on the GPU (OUT_DIR/ttq.json and ttq.md)
 # and writes OUT_DIR/gpu_check.json: {"device": ..., "checks": {name: exit status}, "failed": [...]}.
 # Exits 1 when any check failed (a check stopped at its time limit counts as failed: status 124).
 # Needs a CUDA build of torch; MNIST's IDX files in $AELAB_DATA_DIR, ../shared/data or shared/data (else
@@ -64,6 +66,8 @@ if [ "${STATUS[device]}" -eq 0 ]; then
     # the JSON is rewritten after each model, so a run cut short by the limit still leaves results
     check speed timeout 240 "$PY" benchmarks/speed.py --plan gpu --device cuda --no-rss \
         --out "$OUT_DIR/speed.json" --markdown "$OUT_DIR/speed.md"
+    check ttq timeout 300 "$PY" benchmarks/time_to_quality.py --device cuda \
+        --out "$OUT_DIR/ttq.json" --markdown "$OUT_DIR/ttq.md"
 fi
 
 device=$(tail -n 1 "$OUT_DIR/device.log")
@@ -73,6 +77,6 @@ for name in "${ORDER[@]}"; do
     checks+="${checks:+, }\"$name\": ${STATUS[$name]}"
     [ "${STATUS[$name]}" -eq 0 ] || failed+="${failed:+, }\"$name\""
 done
-printf '{"device": %s, "checks": {%s}, "failed": [%s], "speed": "speed.json"}\n' "$device" "$checks" "$failed" \
+printf '{"device": %s, "checks": {%s}, "failed": [%s], "speed": "speed.json", "time_to_quality": "ttq.json"}\n' "$device" "$checks" "$failed" \
     | tee "$OUT_DIR/gpu_check.json"
 [ -z "$failed" ]

@@ -285,6 +285,7 @@ STUB_PYTHON = """#!/bin/sh
 case "$*" in
   *readme-run*) check=readme ;;
   *speed.py*) check=speed ;;
+  *time_to_quality.py*) check=ttq ;;
   *"-m pytest"*) check=tests ;;
   *) check=device ;;
 esac
@@ -294,7 +295,7 @@ exit 0
 """
 
 
-@pytest.mark.parametrize("fail", ["", "device", "readme", "tests", "speed"])
+@pytest.mark.parametrize("fail", ["", "device", "readme", "tests", "speed", "ttq"])
 def test_gpu_check_exits_non_zero_when_any_check_fails(tmp_path, fail):
     """benchmarks/gpu_check.sh with a stand-in python whose one check fails: the script's exit status says so,
     and its JSON names the check (a failed device check skips the others)."""
@@ -307,7 +308,7 @@ def test_gpu_check_exits_non_zero_when_any_check_fails(tmp_path, fail):
     report = json.loads((out / "gpu_check.json").read_text())
     assert (result.returncode != 0) == bool(fail), result.stderr
     assert report["failed"] == ([fail] if fail else [])
-    expected = ["device"] if fail == "device" else ["device", "readme", "tests", "speed"]
+    expected = ["device"] if fail == "device" else ["device", "readme", "tests", "speed", "ttq"]
     assert list(report["checks"]) == expected
     assert report["device"] == (None if fail == "device" else {"name": "stub GPU"})
 

@@ -14,8 +14,20 @@ from aelab.models.sparse import PENALTIES
 from .conftest import TINY_KWARGS
 
 NAMES = sorted(aelab.MODELS)
-# every registered model, and the sparse family once per penalty (each penalty is its own code path)
-VARIANTS = NAMES + [f"sparse:{penalty}" for penalty in PENALTIES if penalty != TINY_KWARGS["sparse"]["penalty"]]
+# every registered model, the sparse family once per penalty and the VAE once per likelihood option (each its
+# own code path): "family:variant" -> the settings it adds to the family's tiny ones
+VARIANT_SETTINGS = {
+    **{f"sparse:{penalty}": {"penalty": penalty, "k": 2}
+       for penalty in PENALTIES if penalty != TINY_KWARGS["sparse"]["penalty"]},
+    "vae:iwae": {"iwae_k": 3, "iwae_gradient": "reparam"},
+    "vae:dreg": {"iwae_k": 3, "iwae_gradient": "dreg"},
+    "vae:mog": {"prior": "mog", "prior_components": 3},
+    "vae:vamp": {"prior": "vamp", "prior_components": 3, "iwae_k": 2},
+    "vae:gated": {"hidden_block": "gated", "hidden_dims": [16, 16]},
+    "vae:residual": {"hidden_block": "residual", "hidden_dims": [16, 16]},
+    "conv-vae:vamp": {"prior": "vamp", "prior_components": 3},
+}
+VARIANTS = NAMES + list(VARIANT_SETTINGS)
 IMAGE_SPECS = {IMAGE: Modality(IMAGE, (1, 28, 28), "uint8", "bernoulli")}
 PAIRED_SPECS = mm.modality_specs(("image", "audio", "text"))  # image (1, 28, 28), audio (32, 13), text (16,) ids
 EXPECTED = {"dense": set(), "conv": set(), "sparse": {SPARSE}, "vae": {GENERATIVE, VARIATIONAL},
@@ -33,10 +45,10 @@ def test_every_model_has_tiny_settings_and_declared_capabilities():
 
 
 def _build(name, seed=0, **extra):
-    """``name`` is a registry name, or ``sparse:PENALTY`` for the sparse family with that penalty."""
+    """``name`` is a registry name, or ``family:variant`` (VARIANT_SETTINGS)."""
     torch.manual_seed(seed)
-    family, _, penalty = name.partition(":")
-    settings = {**TINY_KWARGS[family], **({"penalty": penalty, "k": 2} if penalty else {}), **extra}
+    family = name.partition(":")[0]
+    settings = {**TINY_KWARGS[family], **VARIANT_SETTINGS.get(name, {}), **extra}
     return aelab.build_model(family, modalities=specs_of(name), **settings)
 
 

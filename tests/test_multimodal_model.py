@@ -49,7 +49,7 @@ def test_each_fusion_trains_on_named_terms(fusion):
     model = MultimodalAE(SPECS, fusion=fusion, **TINY)
     out = model(batch())
     assert isinstance(out, AEOutput) and out.loss.dim() == 0 and torch.isfinite(out.loss)
-    expected = {"recon/image", "recon/audio", "recon/text"} | ({"kl"} if fusion != "shared" else set())
+    expected = {"recon/image", "recon/audio", "recon/text", "align"} | ({"kl"} if fusion != "shared" else set())
     assert set(out.terms) == expected
     assert set(out.recons) == set(SPECS) and out.z.shape == (5, 6)
     out.loss.backward()

@@ -63,15 +63,21 @@ class RunConfig:
     # --- variational autoencoders (vae, conv-vae, multimodal)
     beta: float | None = None  # weight of the KL term (beta-VAE; 1.0 = the plain ELBO)
     kl_warmup: int | None = None  # epochs over which the KL weight ramps linearly from 0 to beta (0)
+    iwae_k: int | None = None  # vae, conv-vae: train on the IWAE bound with K importance samples per image (Burda et al. 2016); None or 1 = the ELBO; beta and the KL warm-up weight log p(z) - log q(z|x) inside each log-weight
+    iwae_gradient: str | None = None  # vae, conv-vae with iwae_k > 1: the encoder's gradient estimator, "reparam" (the IWAE paper's) or "dreg" (doubly reparameterized, Tucker et al. 2019); None = dreg
+    prior: str | None = None  # vae, conv-vae: the prior p(z): "normal" (N(0, I), the default), "vamp" (VampPrior, Tomczak & Welling 2018: a mixture of the posteriors of learned pseudo-inputs) or "mog" (a learned mixture of Gaussians)
+    prior_components: int | None = None  # vae, conv-vae: components of the vamp or mog prior; None = 500 (vamp), 10 (mog)
+    hidden_block: str | None = None  # vae: each hidden layer "plain" (Linear + ReLU, the default), "gated" (Linear times sigmoid(Linear), VampPrior's GatedDense) or "residual" (an identity skip over each layer whose width in equals its width out: needs two equal neighbouring hidden_dims, e.g. 512,512)
     binarize: bool = False  # train and evaluate on dynamically binarized images (Bernoulli draws per batch)
     # --- multimodal autoencoder (--model multimodal)
     modalities: str | None = None  # two or more of image,audio,text, comma-separated; None = image,audio,text when the FSDD file is found, else image,text
     audio_data: str | None = None  # the FSDD MFCC file digits.npz; None = AELAB_DATA_DIR/fsdd-mfcc/digits.npz, then the cache
     fusion: str | None = None  # how the modalities' codes join: "poe" (MVAE), "moe" (MMVAE) or "shared"; None = the model's default
+    align_weight: float | None = None  # multimodal: weight of a contrastive (InfoNCE) term that pulls each item's codes from its different modalities together; 0 = off; None = the family's default (10)
     # --- denoising autoencoder (any one-modality family)
     noise: str | None = None  # denoising: corrupt each training batch afresh on the device: gaussian:SIGMA, masking:P or salt-pepper:P; the target stays clean
     # --- optimisation
-    epochs: int = 10  # passes over the training set (unless given, what a family is measured with: --model multimodal 5, with --batch-size 256 and --lr 2e-3; --model sparse 20, with --lr 2e-3 and --lr-schedule cosine)
+    epochs: int = 10  # passes over the training set (unless given, what a family is measured with: --model multimodal 3, with --batch-size 256 and --lr 2e-3; --model sparse 20, with --lr 2e-3 and --lr-schedule cosine)
     batch_size: int = 128  # samples per step
     lr: float = 1e-3  # Adam learning rate
     lr_schedule: str = "constant"  # "constant"; "cosine": from lr down to 0 over the run's epochs; "onecycle": up from lr/25 to lr over the first 30%, then down to lr/250000 (Smith & Topin 2019); per step

@@ -2,7 +2,9 @@
 
 A model is *variational* when it declares the VARIATIONAL capability: ``model.posterior(x)`` is an object with ``sample(n)``,
 ``log_prob(z)`` and ``kl()``, and the model has ``decode_logits(z)`` for z of shape (K, B, D) and
-``log_likelihood(logits, x)`` giving log p(x|z) per sample (see :mod:`aelab.models.vae`).
+``log_likelihood(logits, x)`` giving log p(x|z) per sample (see :mod:`aelab.models.vae`). Its prior is
+N(0, I) unless it has ``prior_log_prob(z)`` (a VAE's mog or VampPrior); the KL of :func:`neg_elbo` is in
+closed form only for the N(0, I) prior (``prior_kind`` "normal" or absent).
 
 Noise is drawn from torch's global generator inside ``torch.random.fork_rng`` after seeding it with
 ``seed``: results are reproducible, the caller's random state is left untouched, and any posterior
@@ -19,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..data.batches import as_float
 from ..models.base import VARIATIONAL, eval_mode, has, model_device
-from ..models.vae import standard_normal_log_prob
+from ..models.vae import iwae_bound, standard_normal_log_prob
 
 MAX_ELEMENTS = 1 << 24  # decoder outputs per chunk (64 MiB of float32; the BCE adds a few temporaries)
 
@@ -37,12 +39,24 @@ def iwae_from_log_weights(log_w: torch.Tensor) -> torch.Tensor:
     log-sum-exp so that weights of e^-100 do not underflow. With K = 1 it is -log w: the negative
     ELBO estimated on that one sample; it can only decrease, in expectation, as K grows.
     """
-    return -(torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0]))
+    return iwae_bound(log_w)
+
+
+def prior_log_prob(model, z: torch.Tensor) -> torch.Tensor:
+    """log p(z) under the model's prior: its ``prior_log_prob`` when it has one, else N(0, I). z: (..., D) -> (...)."""
+    own = getattr(model, "prior_log_prob", None)
+    return standard_normal_log_prob(z) if own is None else own(z)
+
+
+def has_standard_prior(model) -> bool:
+    """True when the model's prior is N(0, I), so that KL(q || p) has a closed form."""
+    return getattr(model, "prior_kind", "normal") == "normal"
 
 
 def log_importance_weights(model, x: torch.Tensor, q, z: torch.Tensor) -> torch.Tensor:
-    """log w = log p(x|z) + log N(z; 0, I) - log q(z|x). x: (B, ...), z: (K, B, D) -> (K, B)."""
-    return model.log_likelihood(model.decode_logits(z), x) + standard_normal_log_prob(z) - q.log_prob(z)
+    """log w = log p(x|z) + log p(z) - log q(z|x), with the model's prior p(z) (:func:`prior_log_prob`).
+    x: (B, ...), z: (K, B, D) -> (K, B)."""
+    return model.log_likelihood(model.decode_logits(z), x) + prior_log_prob(model, z) - q.log_prob(z)
 
 
 def neg_elbo(model, x: torch.Tensor, *, seed: int = 0, mc_kl: bool = False, max_elements: int = MAX_ELEMENTS,
@@ -50,9 +64,11 @@ def neg_elbo(model, x: torch.Tensor, *, seed: int = 0, mc_kl: bool = False, max_
     """Negative ELBO of each image in nats, with one posterior sample per image. x: (B, ...) -> (B,).
 
     -log p(x|z) + KL(q(z|x) || N(0, I)), z ~ q(z|x), the KL in closed form (Kingma & Welling 2014,
-    eq. 10). With ``mc_kl=True`` the KL is estimated on the same z instead, log q(z|x) - log N(z; 0, I):
-    that is exactly :func:`iwae_nll` with K = 1 and the same seed (same draws, same chunks).
+    eq. 10). With ``mc_kl=True``, and always for a prior other than N(0, I) (no closed form), the KL is
+    estimated on the same z instead, log q(z|x) - log p(z): that is exactly :func:`iwae_nll` with K = 1 and
+    the same seed (same draws, same chunks).
     """
+    mc_kl = mc_kl or not has_standard_prior(model)
     out = torch.empty(len(x), dtype=torch.float64, device=x.device)
     with eval_mode(model), seeded(seed, x.device), torch.inference_mode():
         _, b_chunk = chunk_sizes(len(x), 1, _size(x), max_elements)

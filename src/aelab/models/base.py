@@ -165,6 +165,7 @@ class BaseAutoencoder(nn.Module):
     capabilities: frozenset = frozenset()  # what the family can do beyond the verbs: see CAPABILITIES
     Settings: type = None  # the family's settings dataclass (a SettingsBase)
     training_defaults: dict = {}  # RunConfig values the family is measured with, used unless the user gives them
+    training_threads: int | None = None  # intra-op CPU threads while training (a family of small kernels wants 1); None = every available core
     data_settings: tuple = ()  # RunConfig fields about the data that this family alone reads (e.g. modalities)
     latent_dim: int
     modalities: dict  # {modality name: Modality}

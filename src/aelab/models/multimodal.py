@@ -31,6 +31,15 @@ translates as well but its modalities' codes drift apart, and ``poe`` translates
 its joint code decodes well (the weakness of MVAE's single-modality inference that Shi et al. 2019 report). The
 numbers are measured by benchmarks/multimodal.py and kept in one place: benchmarks/README.md, "Multimodal".
 
+Alignment (``settings.align_weight``, any fusion): a symmetric InfoNCE term (CLIP's, Radford et al. 2021) between
+the codes each modality gives the same items (the experts' means for poe and moe, the codes for shared), averaged
+over the pairs of modalities, with logits -(squared Euclidean distance) / ``align_temperature``: the distance that
+retrieval ranks by. The ELBOs alone leave the modalities' codes half aligned: on full MNIST + FSDD + text, moe
+retrieves the right digit first, but its mean average precision stays low for the pairs with audio or text as
+query or gallery, since each modality's codes sit apart along a few directions; the term lifts every ordered pair
+(measured for issue 21: benchmarks/README.md, "Multimodal"). A weight of 0 turns it off and leaves
+each fusion's objective exactly as above.
+
 Likelihood weighting: each modality's log-likelihood is scaled by (values in the largest modality) / (values
 in this one), as MMVAE's ``llik_scaling`` does for MNIST-SVHN (image 784 values, sound 32 x 13, text 16:
 weights 1, 1.9 and 49); ``settings.weights`` overrides it per modality.
@@ -57,7 +66,16 @@ from .vae import DiagonalGaussian
 FUSIONS = ("poe", "moe", "shared")
 TEXT_DECODERS = ("gru", "mlp")
 # The optimisation this family is measured with (benchmarks/multimodal.py; its numbers: benchmarks/README.md)
-TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 256, "lr": 2e-3}
+# 3 epochs, not 5: with one thread (TRAIN_THREADS) an epoch takes about 45 s of one core; coherence is about flat
+# over 3, 5 and 8 epochs while retrieval slips (issue 21; benchmarks/README.md, "Multimodal")
+TRAIN_DEFAULTS = {"epochs": 3, "batch_size": 256, "lr": 2e-3}
+TRAIN_THREADS = 1  # intra-op threads while training (see MultimodalAE.training_threads)
+# The contrastive term's default weight and temperature. Measured on full MNIST + FSDD + text, one epoch, seed 0:
+# retrieval mAP over the six ordered pairs 0.67-0.91 without it, 0.88-0.95 at weight 3, 0.90-0.98 at 10 and
+# 0.93-0.97 at 30; 30 costs recall@1 and coherence after 3 epochs (image->audio recall@1 0.89, audio->image
+# coherence 0.95), 10 keeps them (0.95, 0.97). The numbers: benchmarks/README.md, "Multimodal".
+ALIGN_WEIGHT = 10.0
+ALIGN_TEMPERATURE = 1.0
 
 @dataclass
 class MultimodalSettings(SettingsBase):
@@ -73,6 +91,8 @@ class MultimodalSettings(SettingsBase):
     text_decoder: str = "gru"  # "gru" (autoregressive, greedy decoding) or "mlp" (per-position logits)
     dropout: float = 0.5  # shared: probability that a modality is left out of the fused code in training
     weight_init: str = "he"  # encoders' weights: "he" (Kaiming normal before a ReLU) or "torch" (PyTorch's default)
+    align_weight: float = ALIGN_WEIGHT  # weight of the contrastive term between the modalities' codes (0: off)
+    align_temperature: float = ALIGN_TEMPERATURE  # its logits are -(squared distance) / temperature
 
     def check_fields(self) -> "MultimodalSettings":
         require(self.latent_dim is not None and int(self.latent_dim) >= 1,
@@ -98,6 +118,11 @@ class MultimodalSettings(SettingsBase):
         require(isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1,
              f"dropout is a probability in [0, 1), got {self.dropout}")
         require(self.weight_init in WEIGHT_INITS, f"weight_init must be 'he' or 'torch', got '{self.weight_init}'")
+        require(isinstance(self.align_weight, (int, float)) and math.isfinite(self.align_weight)
+                and self.align_weight >= 0,
+                f"align_weight must be >= 0 (a finite number; 0 = off), got {self.align_weight}")
+        require(isinstance(self.align_temperature, (int, float)) and math.isfinite(self.align_temperature)
+                and self.align_temperature > 0, f"align_temperature must be > 0, got {self.align_temperature}")
         return self
 
     def validate(self) -> "MultimodalSettings":
@@ -139,6 +164,25 @@ def product_of_experts(means: torch.Tensor, logvars: torch.Tensor) -> DiagonalGa
     total = 1.0 + precision.sum(0)  # the prior's precision is 1
     mean = (means * precision).sum(0) / total
     return DiagonalGaussian(mean, -torch.log(total))
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP's loss, Radford et al. 2021) of paired codes a, b (B, D) -> (B,): row i of ``a``
+    should pick row i of ``b`` among all rows of ``b``, and the other way round, with logits
+    -||a_i - b_j||^2 / temperature (the Euclidean distance retrieval ranks by; no normalisation, so the
+    codes' scale counts). log(B) when every code is the same; towards 0 as matched codes grow apart."""
+    a, b = at_least_float32(a), at_least_float32(b)
+    d2 = a.square().sum(1)[:, None] + b.square().sum(1)[None] - 2 * a @ b.T  # (B, B) squared distances
+    logits = -d2 / temperature
+    target = torch.arange(len(a), device=a.device)
+    return 0.5 * (F.cross_entropy(logits, target, reduction="none")
+                  + F.cross_entropy(logits.T, target, reduction="none"))
+
+
+def alignment_loss(codes: torch.Tensor, temperature: float) -> torch.Tensor:
+    """:func:`info_nce` averaged over every pair of modalities: codes (M, B, D) of the same B items -> (B,)."""
+    pairs = [(i, j) for i in range(len(codes)) for j in range(i + 1, len(codes))]
+    return sum(info_nce(codes[i], codes[j], temperature) for i, j in pairs) / len(pairs)
 
 
 # ------------------------------------------------------------------ per-modality networks
@@ -262,6 +306,10 @@ class MultimodalAE(BaseAutoencoder):
     name = "multimodal"
     capabilities = frozenset({MULTIMODAL, GENERATIVE, VARIATIONAL})  # fusion "shared" has no prior (see __init__)
     training_defaults = TRAIN_DEFAULTS  # what `aelab train --model multimodal` uses unless told otherwise
+    # intra-op threads for training (aelab.device.training_threads): its kernels are small (batch 256, 32-wide codes,
+    # 16-step GRU), so a second thread gains little alone and, beside another training, its spinning OpenMP
+    # threads wait on each other (measured: benchmarks/README.md, Results, Multimodal)
+    training_threads = TRAIN_THREADS
     data_settings = ("modalities", "audio_data")  # the RunConfig fields about paired data that this family reads
     Settings = MultimodalSettings
 
@@ -490,6 +538,13 @@ class MultimodalAE(BaseAutoencoder):
     def _weighted(self, nlls: dict[str, torch.Tensor]) -> torch.Tensor:
         return sum(self.weights[k] * v for k, v in nlls.items())
 
+    def _align(self, codes: torch.Tensor) -> torch.Tensor | None:
+        """The contrastive term (B,) between each item's codes from its modalities (M, B, D), or None when
+        ``align_weight`` is 0 (the loss is then the fusion's objective alone, computed as before)."""
+        if not self.settings.align_weight:
+            return None
+        return alignment_loss(codes, float(self.settings.align_temperature))
+
     def _kl_weight(self) -> float:
         return self.kl_weight if self.training else float(self.settings.beta)
 
@@ -512,7 +567,8 @@ class MultimodalAE(BaseAutoencoder):
             kli = q.kl()
             loss = loss + self.weights[k] * self.nll(k, own, batch[k]) + self._kl_weight() * kli
             kl = kl + kli
-        return self._output(loss, nll, kl, z, logits)
+        align = self._align(means)  # each modality's own expert means
+        return self._output(loss, nll, kl, z, logits, align)
 
     def _moe(self, batch) -> AEOutput:
         # MMVAE's stratified ELBO (m_elbo_naive): a code from each modality's posterior reconstructs every modality
@@ -525,7 +581,7 @@ class MultimodalAE(BaseAutoencoder):
         loss = (self._weighted(nll) + self._kl_weight() * kl).mean(0)
         nll = {k: v.mean(0) for k, v in nll.items()}
         own = {k: logits[k][i] for i, k in enumerate(batch)}  # each modality from its own expert's code
-        return self._output(loss, nll, kl.mean(0), means.mean(0), own)
+        return self._output(loss, nll, kl.mean(0), means.mean(0), own, self._align(means))
 
     def _shared(self, batch) -> AEOutput:
         # modality dropout (Ngiam et al. 2011): average the codes of a random non-empty subset per sample,
@@ -540,14 +596,18 @@ class MultimodalAE(BaseAutoencoder):
         z = (codes * keep[..., None]).sum(0) / keep.sum(0)[:, None]  # (B, latent)
         logits = self.decode_logits(z, batch)
         nll = {k: self.nll(k, v, batch[k]) for k, v in logits.items()}
-        return self._output(self._weighted(nll), nll, None, z, logits)
+        return self._output(self._weighted(nll), nll, None, z, logits, self._align(codes))
 
-    def _output(self, loss, nll, kl, z, logits) -> AEOutput:
+    def _output(self, loss, nll, kl, z, logits, align=None) -> AEOutput:
         """``recon``: each modality in data space from the logits at hand (poe: the joint code; moe: the
-        modality's own expert; shared: the fused code); text is the argmax of the teacher-forced logits."""
+        modality's own expert; shared: the fused code); text is the argmax of the teacher-forced logits.
+        ``align`` (B,): the contrastive term, added to the loss with its weight."""
         terms = {f"recon/{k}": v.mean() for k, v in nll.items()}
         if kl is not None:
             terms["kl"] = kl.mean()
+        if align is not None:
+            loss = loss + float(self.settings.align_weight) * align
+            terms["align"] = align.mean()
         with torch.no_grad():
             recon = {k: self.to_output(k, v.detach()) for k, v in logits.items()}
         return AEOutput(loss=loss.mean(), z=z, terms=terms, recons=recon, modality=self.main_modality)

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data.batches import epoch_seed
+from ..device import available_cores
 from ..errors import AelabError, first_line
 
 TIMEOUT_ENV = "AELAB_DIST_TIMEOUT"
@@ -89,8 +90,8 @@ def init(ctx: DistContext | None = None) -> DistContext:
 
     gloo serves CPU tensors and NCCL (when CUDA is present) CUDA tensors, so one group fits
     ``--device cpu`` and GPU training alike. Each process on a node gets GPU ``LOCAL_RANK`` and
-    ``cpu_count / LOCAL_WORLD_SIZE`` torch threads (unless ``OMP_NUM_THREADS`` says otherwise), so
-    N ranks on one machine do not fight over its cores.
+    ``available_cores() / LOCAL_WORLD_SIZE`` torch threads (the cores the affinity mask and cgroup quota
+    allow; unless ``OMP_NUM_THREADS`` says otherwise), so N ranks on one machine do not fight over its cores.
     """
     ctx = ctx or env_context()
     if not ctx.enabled:
@@ -101,7 +102,7 @@ def init(ctx: DistContext | None = None) -> DistContext:
                              f"{ctx.world_size}; start aelab from the launcher that set the group up")
         return ctx
     if not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, ctx.local_world_size)))
+        torch.set_num_threads(max(1, available_cores() // max(1, ctx.local_world_size)))
     cuda = torch.cuda.is_available() and dist.is_nccl_available()
     if cuda and ctx.local_rank < torch.cuda.device_count():
         torch.cuda.set_device(ctx.local_rank)

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import RunConfig
-from ..device import INFERENCE_BATCH, resolve_device
+from ..device import INFERENCE_BATCH, cpu_threads, resolve_device, training_threads
 from ..data.batches import batch_rows, binarize as binarize_batch, iterate_inputs, slice_inputs
 from ..data.dataset import Dataset
 from ..data.noise import corrupt_batch, noise_for
@@ -337,7 +337,7 @@ class Trainer:
         the run in pieces: schedules still span ``cfg.epochs``); return the per-epoch history."""
         self.out.mkdir(parents=True, exist_ok=True)
         last = min(self.cfg.epochs, until or self.cfg.epochs)
-        with self._signals_caught():
+        with self._signals_caught(), self._threads():
             self._start()
             while self.epoch < last and not self.stopped_early:
                 metrics = self._run_epoch(self.epoch + 1)
@@ -349,6 +349,14 @@ class Trainer:
                 self._stop(asked)
         self._call("on_train_end", self)
         return self.history
+
+    def _threads(self):
+        """Intra-op threads while training on the CPU, alone (a distributed rank has its own share): at most the
+        cores this process has, and at most what the family asks (its ``training_threads``; a model of small
+        kernels wants one, since two spinning OpenMP threads beside another job wait on each other)."""
+        if self.device.type != "cpu" or self.world_size > 1:
+            return contextlib.nullcontext()
+        return cpu_threads(training_threads(getattr(self.model, "training_threads", None)))
 
     def _start(self) -> None:
         """Before the first step: the data-init hook of a fresh run, then the callbacks' ``on_train_start``."""
