@@ -383,6 +383,16 @@ def write(report: dict, out: str | None) -> None:
         Path(out).write_text(json.dumps(report, indent=2) + "\n")
 
 
+def publish(report: dict, out: str | None, table: str, markdown_path: str | None) -> None:
+    """The JSON to ``out`` (else stdout), the Markdown table to stderr and to ``markdown_path`` when given."""
+    write(report, out)
+    if not out:
+        print(json.dumps(report, indent=2))
+    log("\n" + table)
+    if markdown_path:
+        Path(markdown_path).write_text(table)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="mnist5k and fewer epochs: about a minute")
@@ -426,13 +436,7 @@ def main(argv=None) -> int:
         report["peak_rss"] = peak_rss(args.data_dir)
     report["load_after"] = load_average()
     report["other_cores"] = others.cores()
-    write(report, args.out)
-    if not args.out:
-        print(json.dumps(report, indent=2))
-    table = markdown(report)
-    log("\n" + table)
-    if args.markdown:
-        Path(args.markdown).write_text(table)
+    publish(report, args.out, markdown(report), args.markdown)
     return 0
 
 

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baselines  # noqa: E402
-from speed import OtherLoad, load_average, machine, mnist_dir  # noqa: E402
+from speed import OtherLoad, load_average, machine, mnist_dir, publish, write  # noqa: E402
 
 import aelab  # noqa: E402
 from aelab.data import as_float  # noqa: E402
@@ -240,21 +240,13 @@ def main(argv=None) -> int:
                                         "time_to_quality": ttq}
             report["other_cores"] = others.cores()
             log(f"[{name}] time to quality {ttq['fraction']} of the reference (bound {ttq['bound']})")
-            if args.out:
-                Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+            write(report, args.out)  # a run cut short still leaves the families done so far
     if "conv" in models and args.conv_epochs > 0:
         report["conv_step"] = conv_steps(data, device, args.conv_epochs)
     report["ratios"] = {name: res["time_to_quality"]["fraction"] for name, res in report["families"].items()}
     report["load_after"] = load_average()
     report["other_cores"] = others.cores()
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    else:
-        print(json.dumps(report, indent=2))
-    table = markdown(report)
-    log("\n" + table)
-    if args.markdown:
-        Path(args.markdown).write_text(table)
+    publish(report, args.out, markdown(report), args.markdown)
     return 0
 
 
