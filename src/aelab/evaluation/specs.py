@@ -28,7 +28,8 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("test_bce", "nats per image", "binary cross-entropy of the reconstructions, summed per image",
                "lower", "data in [0, 1]"),
     MetricSpec("neg_elbo", "nats per image",
-               "negative evidence lower bound on the test set (one posterior sample, KL in closed form)",
+               "negative evidence lower bound on the test set (one posterior sample; the KL in closed form for the "
+               "N(0, I) prior, estimated on that sample for a mog or VampPrior)",
                "lower", "variational models"),
     MetricSpec("iwae_nll", "nats per image", "importance-weighted estimate of -log p(x) (Burda et al. 2016), "
                "tighter than the ELBO", "lower", "variational models"),
